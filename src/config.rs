@@ -1,0 +1,440 @@
+//! Typed configuration: a TOML file (`config/default.toml` unless told
+//! otherwise), then environment variables `WEAPP__SECTION__KEY`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::session::{LoginRateLimit, SessionConfig};
+
+/// The config file used when none is given.
+pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or parsed; the
+    /// message names the key.
+    #[error("{0}")]
+    Invalid(String),
+    /// The values parse but do not make a runnable gateway.
+    #[error("config: {0}")]
+    Rejected(String),
+}
+
+/// dev (embedded defaults allowed) or production (real stores and WeChat only).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Embedded defaults: memory store, fake WeChat.
+    #[default]
+    Dev,
+    /// Refuses the memory store and the fake WeChat.
+    Production,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// dev or production.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Listening and HTTP behaviour.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The WeChat app and API.
+    pub wechat: WeChatSection,
+    /// Session behaviour and store choice.
+    #[serde(default)]
+    pub session: SessionSection,
+    /// Redis, when `session.store = "redis"`.
+    #[serde(default)]
+    pub redis: RedisSection,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (`WEAPP__SERVER__LISTEN`).
+    pub listen: SocketAddr,
+    /// Base path of the gateway's routes.
+    pub base_path: String,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (e.g. nginx on 127.0.0.1).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5757)),
+            base_path: "/applet".into(),
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[wechat]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeChatSection {
+    /// The mini-program's AppID.
+    pub app_id: String,
+    /// The AppSecret (or use `app_secret_file`). Never printed.
+    #[serde(default)]
+    pub app_secret: Option<SecretString>,
+    /// A file holding the AppSecret (e.g. a systemd credential).
+    #[serde(default)]
+    pub app_secret_file: Option<PathBuf>,
+    /// Base URL of the WeChat API.
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+    /// Serve the fake WeChat API under `/__wechat` and use it (dev only).
+    #[serde(default)]
+    pub fake: bool,
+    /// Connect timeout for WeChat calls.
+    #[serde(default = "secs::<2>", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Total timeout for one WeChat call.
+    #[serde(default = "secs::<5>", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_api_base() -> String {
+    "https://api.weixin.qq.com".into()
+}
+
+fn secs<const N: u64>() -> Duration {
+    Duration::from_secs(N)
+}
+
+/// Which session store to use.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In process, bounded; one instance only.
+    #[default]
+    Memory,
+    /// Redis (shared by all instances).
+    Redis,
+}
+
+/// `[session]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSection {
+    /// `memory` or `redis`.
+    pub store: StoreKind,
+    /// Lifetime of a compat (code) session.
+    #[serde(with = "humantime_serde")]
+    pub compat_ttl: Duration,
+    /// Sliding idle TTL of a token.
+    #[serde(with = "humantime_serde")]
+    pub token_idle_ttl: Duration,
+    /// Absolute lifetime of a token.
+    #[serde(with = "humantime_serde")]
+    pub token_max_lifetime: Duration,
+    /// Paths the session layer leaves alone (exact, or prefix ending in `*`).
+    pub ignore: Vec<String>,
+    /// Bound on the memory store's entries.
+    pub memory_max_entries: u64,
+    /// Login attempts per client address; omit to disable.
+    pub login_rate_limit: Option<LoginRateLimit>,
+}
+
+impl Default for SessionSection {
+    fn default() -> Self {
+        let d = SessionConfig::default();
+        Self {
+            store: StoreKind::Memory,
+            compat_ttl: d.compat_ttl,
+            token_idle_ttl: d.token_idle_ttl,
+            token_max_lifetime: d.token_max_lifetime,
+            ignore: d.ignore,
+            memory_max_entries: 100_000,
+            login_rate_limit: d.login_rate_limit,
+        }
+    }
+}
+
+/// `[redis]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `redis://[:password@]host:port/db`. May carry a password: never printed.
+    pub url: SecretString,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// Bound on one store operation; past it the layer answers 503.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSection")
+            .field("url", &"[redacted]")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("redis://127.0.0.1:6379"),
+            prefix: "weapp:".into(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Config {
+    /// Load `file` (or the default file), then `WEAPP__…` environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let path =
+            file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        if !path.exists() {
+            return Err(ConfigError::Invalid(format!("config file {} not found", path.display())));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(&path))
+            .merge(Env::prefixed("WEAPP__").split("__"));
+        Self::from_figment(figment)
+    }
+
+    /// Extract and validate from any figment (tests build their own).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let messages: Vec<String> = e.into_iter().map(describe).collect();
+            ConfigError::Invalid(messages.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let reject = |m: &str| Err(ConfigError::Rejected(m.to_owned()));
+        if self.mode == Mode::Production {
+            if self.session.store == StoreKind::Memory {
+                return reject(
+                    "mode = \"production\" refuses session.store = \"memory\": sessions would \
+                     be lost on restart and not shared between instances; use \"redis\"",
+                );
+            }
+            if self.wechat.fake {
+                return reject(
+                    "mode = \"production\" refuses wechat.fake = true: logins would be checked \
+                     against the built-in fake WeChat, not the real one",
+                );
+            }
+        }
+        if self.wechat.app_id.trim().is_empty() {
+            return reject("wechat.app_id is empty");
+        }
+        if self.wechat.app_secret.is_some() && self.wechat.app_secret_file.is_some() {
+            return reject("set wechat.app_secret or wechat.app_secret_file, not both");
+        }
+        if self.wechat.app_secret.is_none() && self.wechat.app_secret_file.is_none() {
+            return reject("wechat.app_secret (or wechat.app_secret_file) is required");
+        }
+        if !self.server.base_path.starts_with('/') || self.server.base_path.ends_with('/') {
+            return reject(
+                "server.base_path must start with '/' and not end with '/' (e.g. \"/applet\")",
+            );
+        }
+        if !self.wechat.fake && url::Url::parse(&self.wechat.api_base).is_err() {
+            return reject("wechat.api_base is not a URL");
+        }
+        for (key, d) in [
+            ("session.compat_ttl", self.session.compat_ttl),
+            ("session.token_idle_ttl", self.session.token_idle_ttl),
+            ("session.token_max_lifetime", self.session.token_max_lifetime),
+            ("redis.timeout", self.redis.timeout),
+            ("wechat.timeout", self.wechat.timeout),
+            ("wechat.connect_timeout", self.wechat.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Rejected(format!("{key} must be greater than zero")));
+            }
+        }
+        if self.session.store == StoreKind::Redis
+            && url::Url::parse(self.redis.url.expose_secret()).is_err()
+        {
+            return reject("redis.url is not a redis:// URL");
+        }
+        Ok(())
+    }
+
+    /// The AppSecret, read from `app_secret` or `app_secret_file`.
+    pub fn app_secret(&self) -> Result<SecretString, ConfigError> {
+        if let Some(secret) = &self.wechat.app_secret {
+            return Ok(secret.clone());
+        }
+        let Some(path) = &self.wechat.app_secret_file else {
+            return Err(ConfigError::Rejected("wechat.app_secret is required".into()));
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::Rejected(format!("wechat.app_secret_file {}: {e}", path.display()))
+        })?;
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(ConfigError::Rejected(format!(
+                "wechat.app_secret_file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(SecretString::from(trimmed.to_owned()))
+    }
+
+    /// The session layer's settings derived from this config.
+    pub fn session_config(&self) -> SessionConfig {
+        let base = &self.server.base_path;
+        SessionConfig {
+            compat_ttl: self.session.compat_ttl,
+            token_idle_ttl: self.session.token_idle_ttl,
+            token_max_lifetime: self.session.token_max_lifetime,
+            ignore: self.session.ignore.clone(),
+            login_path: Some(format!("{base}/session/login")),
+            logout_path: Some(format!("{base}/session/logout")),
+            login_rate_limit: self.session.login_rate_limit,
+            ..SessionConfig::default()
+        }
+    }
+}
+
+/// One figment error as "key `a.b`: what is wrong", without the value (it
+/// may be a secret).
+fn describe(e: figment::Error) -> String {
+    use figment::error::Kind;
+    let key = if e.path.is_empty() { "(top level)".to_owned() } else { e.path.join(".") };
+    let what = match &e.kind {
+        Kind::UnknownField(field, _) => {
+            let full = if e.path.is_empty() { field.clone() } else { format!("{key}.{field}") };
+            return format!("unknown config key `{full}`");
+        }
+        Kind::MissingField(field) => {
+            let full = if e.path.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+            return format!("missing config key `{full}`");
+        }
+        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
+        Kind::UnknownVariant(v, expected) => {
+            format!("unknown value `{v}`, expected one of {}", expected.join(", "))
+        }
+        Kind::Message(m) => m.clone(),
+        other => other.to_string(),
+    };
+    format!("config key `{key}`: {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn base() -> Figment {
+        Figment::new().merge(Toml::string(
+            "[wechat]\napp_id = \"wxapp\"\napp_secret = \"s3cret\"\nfake = true\n",
+        ))
+    }
+
+    #[test]
+    fn defaults_are_dev() {
+        let c = Config::from_figment(base()).unwrap();
+        assert_eq!(c.mode, Mode::Dev);
+        assert_eq!(c.server.listen.port(), 5757);
+        assert_eq!(c.session.store, StoreKind::Memory);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let f = base().merge(Toml::string("[session]\nstroe = \"redis\"\n"));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("session.stroe"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let f = base().merge(Serialized::default("session.store", "mongo"));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("session.store"), "{e}");
+        let f = base().merge(Serialized::default("server.listen", "nope"));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn production_refuses_memory_and_fake() {
+        let f = base().merge(Serialized::default("mode", "production"));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("memory"), "{e}");
+        let f = base()
+            .merge(Serialized::default("mode", "production"))
+            .merge(Serialized::default("session.store", "redis"));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("fake"), "{e}");
+    }
+
+    #[test]
+    fn secret_never_debug_printed() {
+        let c = Config::from_figment(base()).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+    }
+
+    #[test]
+    fn secret_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "filesecret\n").unwrap();
+        let f = Figment::new()
+            .merge(Toml::string("[wechat]\napp_id = \"wxapp\"\nfake = true\n"))
+            .merge(Serialized::default(
+                "wechat.app_secret_file",
+                path.to_string_lossy().to_string(),
+            ));
+        let c = Config::from_figment(f).unwrap();
+        assert_eq!(c.app_secret().unwrap().expose_secret(), "filesecret");
+    }
+
+    #[test]
+    fn env_overrides_with_double_underscore() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[wechat]\napp_id = \"wxapp\"\napp_secret = \"x\"\nfake = true\n",
+            )?;
+            jail.set_env("WEAPP__SERVER__LISTEN", "127.0.0.1:9999");
+            jail.set_env("WEAPP__WECHAT__APP_ID", "wxenv");
+            let c = Config::load(Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.server.listen.port(), 9999);
+            assert_eq!(c.wechat.app_id, "wxenv");
+            Ok(())
+        });
+    }
+}

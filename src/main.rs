@@ -1,0 +1,117 @@
+//! The `weapp-gateway` binary: thin CLI over the library.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use weapp_gateway::config::{Config, LogFormat};
+use weapp_gateway::server::{Application, shutdown_signal};
+use weapp_gateway::wechat::FakeWeChat;
+
+/// The session gateway for WeChat mini-program backends.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (default: config/default.toml); `WEAPP__…` env overrides it.
+    #[arg(long, global = true, env = "WEAPP_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gateway (the default).
+    Serve,
+    /// Load and validate the configuration, print it with secrets redacted.
+    CheckConfig,
+    /// Run the fake WeChat API server on its own.
+    FakeWechat {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5758")]
+        listen: SocketAddr,
+        /// The AppID the fake accepts.
+        #[arg(long, default_value = "wx_dev_appid")]
+        appid: String,
+        /// The AppSecret the fake accepts.
+        #[arg(long, env = "WEAPP_FAKE_SECRET", default_value = "dev-secret")]
+        secret: String,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::CheckConfig => match Config::load(cli.config.as_deref()) {
+            Ok(config) => {
+                println!("{config:#?}");
+                println!("config OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::FakeWechat { listen, appid, secret } => {
+            init_logging(LogFormat::Text);
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {listen}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(%listen, "fake WeChat API listening");
+            let fake = FakeWeChat::new(appid, secret);
+            tokio::select! {
+                r = fake.serve(listener) => match r {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => { eprintln!("error: {e}"); ExitCode::FAILURE }
+                },
+                () = shutdown_signal() => ExitCode::SUCCESS,
+            }
+        }
+    }
+}
+
+async fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.server.log_format);
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %app.local_addr(), "weapp-gateway listening");
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Building the application from config and serving it until a signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use crate::app::{AppState, FAKE_WECHAT_PATH, router};
+use crate::config::{Config, StoreKind};
+use crate::session::store::{MemoryStore, RedisStore, RedisStoreConfig, SessionStore};
+use crate::session::{CodeExchanger, WxSessions};
+use crate::wechat::FakeWeChat;
+use crate::wechat::{WeChatClient, WeChatConfig};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A component could not be built.
+    #[error("{0}")]
+    Component(String),
+}
+
+/// A built gateway: bound, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    local_addr: SocketAddr,
+    grace: Duration,
+}
+
+impl Application {
+    /// Bind the listener and assemble stores, WeChat client and routes.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let addr = config.server.listen;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+
+        let secret = config.app_secret()?;
+        let fake = config
+            .wechat
+            .fake
+            .then(|| FakeWeChat::new(config.wechat.app_id.clone(), secret.expose_secret()));
+        let api_base = match fake {
+            Some(_) => format!("http://{local_addr}{FAKE_WECHAT_PATH}"),
+            None => config.wechat.api_base.clone(),
+        };
+        let client = WeChatClient::new(WeChatConfig {
+            api_base,
+            app_id: config.wechat.app_id.clone(),
+            app_secret: secret,
+            connect_timeout: config.wechat.connect_timeout,
+            timeout: config.wechat.timeout,
+        })
+        .map_err(|e| StartError::Component(format!("wechat client: {e}")))?;
+
+        let store: Arc<dyn SessionStore> = match config.session.store {
+            StoreKind::Memory => Arc::new(MemoryStore::new(config.session.memory_max_entries)),
+            StoreKind::Redis => Arc::new(
+                RedisStore::new(RedisStoreConfig {
+                    url: config.redis.url.expose_secret().to_owned(),
+                    prefix: config.redis.prefix.clone(),
+                    op_timeout: config.redis.timeout,
+                })
+                .map_err(|e| StartError::Component(format!("redis store: {e}")))?,
+            ),
+        };
+        let mut session_config = config.session_config();
+        if fake.is_some() {
+            session_config.ignore.push(format!("{FAKE_WECHAT_PATH}/*"));
+        }
+        let exchanger: Arc<dyn CodeExchanger> = Arc::new(client);
+        let sessions = Arc::new(WxSessions::new(store, exchanger, session_config));
+        let state = AppState { sessions };
+        let router = router(state, &config.server.base_path, fake);
+        tracing::info!(
+            %local_addr,
+            mode = ?config.mode,
+            store = ?config.session.store,
+            fake_wechat = config.wechat.fake,
+            "gateway built"
+        );
+        Ok(Self { listener, router, local_addr, grace: config.server.shutdown_grace })
+    }
+
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Serve until SIGTERM or SIGINT, then drain for at most the grace period.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_with_shutdown(shutdown_signal()).await
+    }
+
+    /// Serve until `signal` completes, then drain for at most the grace period.
+    pub async fn run_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let notify = stopping.clone();
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+            signal.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            notify.notify_one();
+        });
+        let grace = self.grace;
+        tokio::select! {
+            result = server.into_future() => result,
+            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "grace period over; closing remaining connections");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what systemd sends).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,121 @@
+//! The error envelope every rejection leaves in, and the session errors.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::exchange::ExchangeError;
+
+/// The key whose value `1` tells the `weapp-session-client` a body is an error.
+pub const ERROR_MAGIC: &str = "F2C224D4-2BCE-4C64-AF9F-A6D872000D1A";
+
+/// Build an error response in the session error envelope (PROTOCOL.md §1).
+///
+/// Every error the gateway answers goes through here: the layer's, the
+/// handlers' and the fallback's.
+pub fn error_response(status: StatusCode, reason: &str, message: &str, detail: Value) -> Response {
+    let body = json!({
+        ERROR_MAGIC: 1,
+        "reason": reason,
+        "error": {"name": "SessionError", "message": message, "detail": detail},
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response
+}
+
+/// Why the session layer rejected a request (or why an extractor could not run).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A code-only or token request whose session is gone.
+    #[error("the session has expired or does not exist; log in again")]
+    SessionExpired,
+    /// The WeChat code exchange failed.
+    #[error("exchanging the login code with WeChat failed: {0}")]
+    KeyExchangeFailed(ExchangeError),
+    /// The signature is missing, malformed or does not match.
+    #[error("the user info signature is {0}")]
+    UntrustedRawData(&'static str),
+    /// rawData could not be decoded or is not a JSON object.
+    #[error("invalid rawData: {0}")]
+    InvalidRawData(String),
+    /// The session store did not answer within its bound.
+    #[error("the session store is unavailable; try again later")]
+    StoreUnavailable,
+    /// A protected route was called without an identity.
+    #[error("this route needs a logged-in WeChat user")]
+    NotLoggedIn,
+    /// A rate limit was hit.
+    #[error("too many login attempts; slow down")]
+    TooManyRequests,
+    /// A malformed login/logout request body.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The extractor ran on a route the layer does not cover.
+    #[error("can't extract the WeChat session: is WxSessionLayer enabled for this route?")]
+    LayerMissing,
+}
+
+impl SessionError {
+    /// The `reason` string of the envelope.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::SessionExpired => "ERR_SESSION_EXPIRED",
+            Self::KeyExchangeFailed(_) => "ERR_SESSION_KEY_EXCHANGE_FAILED",
+            Self::UntrustedRawData(_) => "ERR_UNTRUSTED_RAW_DATA",
+            Self::InvalidRawData(_) => "ERR_INVALID_RAW_DATA",
+            Self::StoreUnavailable => "ERR_SESSION_STORE_UNAVAILABLE",
+            Self::NotLoggedIn => "ERR_NOT_LOGGED_IN",
+            Self::TooManyRequests => "ERR_TOO_MANY_REQUESTS",
+            Self::InvalidRequest(_) => "ERR_INVALID_REQUEST",
+            Self::LayerMissing => "ERR_SESSION_LAYER_MISSING",
+        }
+    }
+
+    /// The honest HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::SessionExpired | Self::UntrustedRawData(_) | Self::NotLoggedIn => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::KeyExchangeFailed(e) => match e {
+                ExchangeError::WeChat { .. } => StatusCode::UNAUTHORIZED,
+                ExchangeError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                ExchangeError::Unreachable(_) | ExchangeError::BadResponse(_) => {
+                    StatusCode::BAD_GATEWAY
+                }
+            },
+            Self::InvalidRawData(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn detail(&self) -> Value {
+        match self {
+            Self::KeyExchangeFailed(ExchangeError::WeChat { errcode, errmsg }) => {
+                json!({"errcode": errcode, "errmsg": errmsg})
+            }
+            _ => json!({}),
+        }
+    }
+}
+
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        if matches!(self, Self::LayerMissing) {
+            tracing::error!("{self}");
+        }
+        let mut response =
+            error_response(self.status(), self.reason(), &self.to_string(), self.detail());
+        if matches!(self, Self::TooManyRequests) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
+        response
+    }
+}

@@ -1,0 +1,148 @@
+//! The identity the layer hands to handlers, and the axum extractor for it.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use serde_json::value::RawValue;
+
+use super::error::SessionError;
+use super::store::{SessionId, SessionKind, SessionRecord};
+
+/// Which dialect authenticated the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `X-WX-Code` headers (weapp-session compatible).
+    Compat,
+    /// `X-WX-Skey` / `Authorization: Bearer` token.
+    Token,
+}
+
+/// The logged-in WeChat user of a request.
+///
+/// Put into request extensions by [`super::WxSessionLayer`]; extract it in an
+/// axum handler as `session: WxSession` (answers `ERR_NOT_LOGGED_IN` when the
+/// request carries no identity) or `session: Option<WxSession>` (open routes).
+#[derive(Clone)]
+pub struct WxSession {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: SessionId,
+    record: SessionRecord,
+}
+
+impl std::fmt::Debug for WxSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WxSession")
+            .field("dialect", &self.dialect())
+            .field("openid", &self.openid())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WxSession {
+    /// Wrap a loaded record.
+    pub fn new(id: SessionId, record: SessionRecord) -> Self {
+        Self { inner: Arc::new(Inner { id, record }) }
+    }
+
+    /// The user's openid.
+    pub fn openid(&self) -> &str {
+        &self.inner.record.openid
+    }
+
+    /// The user's unionid, when known.
+    pub fn unionid(&self) -> Option<&str> {
+        self.inner.record.unionid.as_deref()
+    }
+
+    /// The user info as JSON text: the signed rawData object plus `openId`.
+    pub fn user_info(&self) -> &RawValue {
+        &self.inner.record.user
+    }
+
+    /// WeChat's session_key, for server-side decryption only. Never send it.
+    pub fn session_key(&self) -> &str {
+        &self.inner.record.session_key
+    }
+
+    /// The dialect that authenticated this request.
+    pub fn dialect(&self) -> Dialect {
+        match self.inner.id.kind {
+            SessionKind::Code => Dialect::Compat,
+            SessionKind::Token => Dialect::Token,
+        }
+    }
+
+    /// Where the session lives in the store.
+    pub fn id(&self) -> &SessionId {
+        &self.inner.id
+    }
+
+    /// The stored record (server side; holds the session_key).
+    pub fn record(&self) -> &SessionRecord {
+        &self.inner.record
+    }
+
+    /// A short, non-reversible tag for logs: 12 hex chars of SHA-256(openid).
+    pub fn log_tag(&self) -> String {
+        super::login::hash_tag(self.openid())
+    }
+}
+
+/// Marks a request the layer has seen, so extractors can tell "not logged in"
+/// from "the layer is not mounted on this route".
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayerSeen;
+
+/// The log tag of the user a response was produced for (response extension).
+#[derive(Clone, Debug)]
+pub struct UserTag(pub String);
+
+fn from_extensions(parts: &Parts) -> Result<Option<WxSession>, SessionError> {
+    if let Some(session) = parts.extensions.get::<WxSession>() {
+        return Ok(Some(session.clone()));
+    }
+    if parts.extensions.get::<LayerSeen>().is_some() {
+        Ok(None)
+    } else {
+        Err(SessionError::LayerMissing)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WxSession {
+    type Rejection = SessionError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        from_extensions(parts)?.ok_or(SessionError::NotLoggedIn)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for WxSession {
+    type Rejection = SessionError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        from_extensions(parts)
+    }
+}
+
+/// Middleware that answers `ERR_NOT_LOGGED_IN` unless the request has an
+/// identity. Use with `axum::middleware::from_fn(require_login)` on the
+/// routes that need one (inside `WxSessionLayer`).
+pub async fn require_login(request: Request, next: Next) -> Response {
+    if request.extensions().get::<WxSession>().is_some() {
+        return next.run(request).await;
+    }
+    if request.extensions().get::<LayerSeen>().is_some() {
+        SessionError::NotLoggedIn.into_response()
+    } else {
+        SessionError::LayerMissing.into_response()
+    }
+}

@@ -1,0 +1,475 @@
+//! The session engine: authenticate a request, log a user in (both dialects),
+//! log out. Shared by the layer's service clones through an `Arc`.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::error::SessionError;
+use super::exchange::{CodeExchanger, ExchangeError, Exchanged};
+use super::headers::{
+    HEADER_CODE, HEADER_RAW_DATA, HEADER_SIGNATURE, bearer_token, decode_uri_component, header_str,
+    plausible_id, signature_matches, signature_shape_ok,
+};
+use super::identity::WxSession;
+use super::store::{Expiry, SessionId, SessionRecord, SessionStore, StoreError, unix_now};
+
+/// WeChat's errcode for a code that was already exchanged.
+const ERRCODE_CODE_USED: i64 = 40163;
+/// A WeChat code is valid for five minutes; exchanges are remembered as long.
+const CODE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Login rate limit: attempts per minute per client address, with a burst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRateLimit {
+    /// Sustained login attempts per minute per client address.
+    pub per_minute: u32,
+    /// How many attempts may arrive at once.
+    pub burst: u32,
+}
+
+/// Behaviour of the session layer.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// TTL of a compat (code) session.
+    pub compat_ttl: Duration,
+    /// Sliding idle TTL of a token session.
+    pub token_idle_ttl: Duration,
+    /// Absolute lifetime of a token session.
+    pub token_max_lifetime: Duration,
+    /// Paths the layer does not touch: exact paths, or prefixes ending in `*`.
+    pub ignore: Vec<String>,
+    /// Path of the token-dialect login (`POST`), or `None` to not serve it.
+    pub login_path: Option<String>,
+    /// Path of the token-dialect logout (`POST`), or `None`.
+    pub logout_path: Option<String>,
+    /// Per-client-address limit on login attempts that reach WeChat.
+    pub login_rate_limit: Option<LoginRateLimit>,
+    /// Largest accepted login request body, in bytes.
+    pub max_login_body: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            compat_ttl: Duration::from_secs(24 * 3600),
+            token_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            token_max_lifetime: Duration::from_secs(30 * 24 * 3600),
+            ignore: vec!["/healthz".into(), "/readyz".into()],
+            login_path: Some("/applet/session/login".into()),
+            logout_path: Some("/applet/session/logout".into()),
+            login_rate_limit: Some(LoginRateLimit { per_minute: 60, burst: 20 }),
+            max_login_body: 16 * 1024,
+        }
+    }
+}
+
+/// The body of a token-dialect login.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenLoginRequest {
+    /// The `wx.login()` code.
+    pub code: String,
+    /// The rawData text from `wx.getUserInfo()` (optional).
+    #[serde(default)]
+    pub raw_data: Option<String>,
+    /// The signature from the same call (required with rawData).
+    #[serde(default)]
+    pub signature: Option<String>,
+}
+
+/// The answer to a token-dialect login.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenLoginResponse {
+    /// The opaque token the client sends as `X-WX-Skey` from now on.
+    pub token: String,
+    /// Seconds until the token expires if unused.
+    pub expires_in: u64,
+    /// The user info.
+    pub user: Arc<RawValue>,
+}
+
+/// Why a single-flight exchange failed: refused before WeChat, or by it.
+#[derive(Clone, Debug)]
+enum LoginError {
+    Session(SessionError),
+    Exchange(ExchangeError),
+}
+
+impl From<LoginError> for SessionError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Session(e) => e,
+            LoginError::Exchange(e) => SessionError::KeyExchangeFailed(e),
+        }
+    }
+}
+
+/// A rawData value whose signature still has to be checked.
+struct SignedRawData {
+    text: String,
+    object: Map<String, Value>,
+    signature: String,
+}
+
+/// The session engine behind [`super::WxSessionLayer`].
+pub struct WxSessions {
+    store: Arc<dyn SessionStore>,
+    exchanger: Arc<dyn CodeExchanger>,
+    config: SessionConfig,
+    /// code → WeChat's answer: one exchange per code (single-flight), and a
+    /// retry of the same code never reaches WeChat again.
+    exchanges: moka::future::Cache<String, Arc<Exchanged>>,
+    /// code → the token issued for it, so concurrent token logins with one
+    /// code share one session.
+    token_logins: moka::future::Cache<String, Arc<TokenLoginResponse>>,
+    rate_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    logins_seen: AtomicU64,
+}
+
+impl std::fmt::Debug for WxSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WxSessions").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn store_error(e: StoreError) -> SessionError {
+    tracing::warn!(error = %e, "session store failed");
+    SessionError::StoreUnavailable
+}
+
+impl WxSessions {
+    /// An engine over `store`, exchanging codes with `exchanger`.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        exchanger: Arc<dyn CodeExchanger>,
+        config: SessionConfig,
+    ) -> Self {
+        let rate_limiter = config.login_rate_limit.and_then(|l| {
+            let per_minute = NonZeroU32::new(l.per_minute)?;
+            let burst = NonZeroU32::new(l.burst.max(1))?;
+            Some(RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)))
+        });
+        Self {
+            store,
+            exchanger,
+            config,
+            exchanges: code_cache(),
+            token_logins: code_cache(),
+            rate_limiter,
+            logins_seen: AtomicU64::new(0),
+        }
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// Whether the layer leaves `path` alone.
+    pub fn is_ignored(&self, path: &str) -> bool {
+        self.config.ignore.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == p,
+        })
+    }
+
+    fn token_expiry(&self) -> Expiry {
+        Expiry { idle: self.config.token_idle_ttl, max_lifetime: self.config.token_max_lifetime }
+    }
+
+    /// How long the openid index must live: as long as any session can.
+    fn index_ttl(&self) -> Duration {
+        self.config.compat_ttl.max(self.config.token_max_lifetime)
+    }
+
+    /// Recognise the user of a request from its headers.
+    ///
+    /// `Ok(None)`: no credentials, the request proceeds without identity.
+    /// A token (`X-WX-Skey` / `Authorization: Bearer`) wins over `X-WX-Code`.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+    ) -> Result<Option<WxSession>, SessionError> {
+        if let Some(token) = bearer_token(headers) {
+            return self.by_token(token).await.map(Some);
+        }
+        let Some(code) = header_str(headers, HEADER_CODE) else {
+            return Ok(None);
+        };
+        if !plausible_id(code) {
+            return Err(SessionError::SessionExpired);
+        }
+        match header_str(headers, HEADER_RAW_DATA) {
+            None => self.by_code(code).await.map(Some),
+            Some(raw) => {
+                let signature = header_str(headers, HEADER_SIGNATURE);
+                let signed = parse_signed(decode_raw_header(raw)?, signature)?;
+                self.compat_login(code, signed, client).await.map(Some)
+            }
+        }
+    }
+
+    async fn by_token(&self, token: &str) -> Result<WxSession, SessionError> {
+        if !plausible_id(token) {
+            return Err(SessionError::SessionExpired);
+        }
+        let id = SessionId::token(token);
+        match self.store.load_and_touch(&id, self.token_expiry()).await.map_err(store_error)? {
+            Some(record) => Ok(WxSession::new(id, record)),
+            None => Err(SessionError::SessionExpired),
+        }
+    }
+
+    async fn by_code(&self, code: &str) -> Result<WxSession, SessionError> {
+        let id = SessionId::code(code);
+        match self.store.load(&id).await.map_err(store_error)? {
+            Some(record) => Ok(WxSession::new(id, record)),
+            None => Err(SessionError::SessionExpired),
+        }
+    }
+
+    /// compat login: serve an existing session for this code when the
+    /// signature verifies against its stored key, else exchange (once).
+    async fn compat_login(
+        &self,
+        code: &str,
+        signed: SignedRawData,
+        client: Option<IpAddr>,
+    ) -> Result<WxSession, SessionError> {
+        let id = SessionId::code(code);
+        if let Some(session) = self.existing_verified(&id, &signed).await? {
+            return Ok(session);
+        }
+        let exchanged = match self.exchange(code, client).await {
+            Ok(e) => e,
+            Err(LoginError::Exchange(ExchangeError::WeChat {
+                errcode: ERRCODE_CODE_USED,
+                errmsg,
+            })) => {
+                // Another instance may have spent this code and stored the
+                // session a moment ago: serve that one if it verifies.
+                if let Some(session) = self.existing_verified(&id, &signed).await? {
+                    return Ok(session);
+                }
+                let err = ExchangeError::WeChat { errcode: ERRCODE_CODE_USED, errmsg };
+                return Err(SessionError::KeyExchangeFailed(err));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !signature_matches(&signed.text, &exchanged.session_key, &signed.signature) {
+            return Err(SessionError::UntrustedRawData("wrong"));
+        }
+        let record = new_record(&exchanged, Some(signed.object))?;
+        self.store
+            .create(&id, &record, self.config.compat_ttl, self.index_ttl())
+            .await
+            .map_err(store_error)?;
+        tracing::info!(user = %hash_tag(&record.openid), "compat login");
+        Ok(WxSession::new(id, record))
+    }
+
+    async fn existing_verified(
+        &self,
+        id: &SessionId,
+        signed: &SignedRawData,
+    ) -> Result<Option<WxSession>, SessionError> {
+        let Some(record) = self.store.load(id).await.map_err(store_error)? else {
+            return Ok(None);
+        };
+        if !signature_matches(&signed.text, &record.session_key, &signed.signature) {
+            return Err(SessionError::UntrustedRawData("wrong"));
+        }
+        Ok(Some(WxSession::new(id.clone(), record)))
+    }
+
+    /// Exchange `code` with WeChat at most once per instance: concurrent
+    /// callers share one call, later callers get the remembered answer. Only
+    /// the call that reaches WeChat counts against the client's rate limit.
+    async fn exchange(
+        &self,
+        code: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Arc<Exchanged>, LoginError> {
+        let owned = code.to_owned();
+        let init = async move {
+            self.check_rate(client).map_err(LoginError::Session)?;
+            self.exchanger.code2session(&owned).await.map(Arc::new).map_err(LoginError::Exchange)
+        };
+        self.exchanges.try_get_with(code.to_owned(), init).await.map_err(|e| (*e).clone())
+    }
+
+    fn check_rate(&self, client: Option<IpAddr>) -> Result<(), SessionError> {
+        let (Some(limiter), Some(ip)) = (&self.rate_limiter, client) else {
+            return Ok(());
+        };
+        if self.logins_seen.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&ip).map_err(|_| SessionError::TooManyRequests)
+    }
+
+    /// token login: exchange the code (once), verify the optional rawData,
+    /// issue a token. Concurrent logins with one code get the same token.
+    pub async fn token_login(
+        &self,
+        request: TokenLoginRequest,
+        client: Option<IpAddr>,
+    ) -> Result<Arc<TokenLoginResponse>, SessionError> {
+        let code = request.code.trim();
+        if !plausible_id(code) {
+            return Err(SessionError::InvalidRequest("`code` must be a wx.login() code".into()));
+        }
+        let signed = match request.raw_data {
+            Some(text) => Some(parse_signed(text, request.signature.as_deref())?),
+            None => None,
+        };
+        if let Some(previous) = self.token_logins.get(code).await {
+            return self.reuse_token_login(previous, signed.as_ref()).await;
+        }
+        let exchanged = self.exchange(code, client).await?;
+        if let Some(s) = &signed {
+            if !signature_matches(&s.text, &exchanged.session_key, &s.signature) {
+                return Err(SessionError::UntrustedRawData("wrong"));
+            }
+        }
+        let object = signed.map(|s| s.object);
+        let entry = self
+            .token_logins
+            .entry(code.to_owned())
+            .or_try_insert_with(self.issue_token(&exchanged, object))
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(entry.into_value())
+    }
+
+    /// A repeated token login with a code already used: serve the same token
+    /// if it is still live and the signature (when sent) verifies.
+    async fn reuse_token_login(
+        &self,
+        previous: Arc<TokenLoginResponse>,
+        signed: Option<&SignedRawData>,
+    ) -> Result<Arc<TokenLoginResponse>, SessionError> {
+        let id = SessionId::token(&previous.token);
+        let Some(record) = self.store.load(&id).await.map_err(store_error)? else {
+            let err = ExchangeError::WeChat {
+                errcode: ERRCODE_CODE_USED,
+                errmsg: "code been used; its session has ended".into(),
+            };
+            return Err(SessionError::KeyExchangeFailed(err));
+        };
+        if let Some(s) = signed {
+            if !signature_matches(&s.text, &record.session_key, &s.signature) {
+                return Err(SessionError::UntrustedRawData("wrong"));
+            }
+        }
+        Ok(previous)
+    }
+
+    async fn issue_token(
+        &self,
+        exchanged: &Exchanged,
+        object: Option<Map<String, Value>>,
+    ) -> Result<Arc<TokenLoginResponse>, SessionError> {
+        let token = super::store::random_token(32).map_err(store_error)?;
+        let record = new_record(exchanged, object)?;
+        let id = SessionId::token(&token);
+        let ttl = self.config.token_idle_ttl.min(self.config.token_max_lifetime);
+        self.store.create(&id, &record, ttl, self.index_ttl()).await.map_err(store_error)?;
+        tracing::info!(user = %hash_tag(&record.openid), "token login");
+        Ok(Arc::new(TokenLoginResponse { token, expires_in: ttl.as_secs(), user: record.user }))
+    }
+
+    /// Revoke the session the request carries (token or compat code).
+    /// `Ok(false)` when the request carried no credentials.
+    pub async fn logout(&self, headers: &HeaderMap) -> Result<bool, SessionError> {
+        let id = if let Some(token) = bearer_token(headers) {
+            SessionId::token(token)
+        } else if let Some(code) = header_str(headers, HEADER_CODE) {
+            SessionId::code(code)
+        } else {
+            return Ok(false);
+        };
+        self.store.delete(&id).await.map_err(store_error)?;
+        Ok(true)
+    }
+
+    /// Replace the stored record of a live session (e.g. to save a unionid).
+    pub async fn save(
+        &self,
+        session: &WxSession,
+        record: SessionRecord,
+    ) -> Result<bool, SessionError> {
+        self.store.update(session.id(), &record).await.map_err(store_error)
+    }
+}
+
+/// A bounded cache whose entries live as long as a WeChat code.
+fn code_cache<V: Clone + Send + Sync + 'static>() -> moka::future::Cache<String, V> {
+    moka::future::Cache::builder().max_capacity(100_000).time_to_live(CODE_LIFETIME).build()
+}
+
+fn decode_raw_header(raw: &str) -> Result<String, SessionError> {
+    decode_uri_component(raw).map_err(|why| SessionError::InvalidRawData(why.into()))
+}
+
+/// Check the signature's shape and parse rawData into an object, before any
+/// code is spent.
+fn parse_signed(text: String, signature: Option<&str>) -> Result<SignedRawData, SessionError> {
+    let signature = signature.map(str::trim).filter(|s| !s.is_empty());
+    let Some(signature) = signature else {
+        return Err(SessionError::UntrustedRawData("missing"));
+    };
+    if !signature_shape_ok(signature) {
+        return Err(SessionError::UntrustedRawData("malformed (want 40 hex chars)"));
+    }
+    let object = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(SessionError::InvalidRawData("rawData must be a JSON object".into()));
+        }
+        Err(e) => {
+            return Err(SessionError::InvalidRawData(format!("rawData is not JSON: {e}")));
+        }
+    };
+    Ok(SignedRawData { text, object, signature: signature.to_owned() })
+}
+
+fn new_record(
+    exchanged: &Exchanged,
+    object: Option<Map<String, Value>>,
+) -> Result<SessionRecord, SessionError> {
+    let mut user = object.unwrap_or_default();
+    user.insert("openId".into(), Value::String(exchanged.openid.clone()));
+    let user = serde_json::value::to_raw_value(&user)
+        .map_err(|e| SessionError::InvalidRawData(e.to_string()))?;
+    Ok(SessionRecord {
+        openid: exchanged.openid.clone(),
+        session_key: exchanged.session_key.clone(),
+        unionid: exchanged.unionid.clone(),
+        user: Arc::from(user),
+        created_at: unix_now(),
+    })
+}
+
+/// A short non-reversible tag of an openid, for logs.
+pub(crate) fn hash_tag(openid: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(openid.as_bytes())[..6])
+}

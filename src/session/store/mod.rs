@@ -1,0 +1,218 @@
+//! Session storage: one small async trait and its backends.
+//!
+//! Keys live in separate namespaces so that a lookup by code can never read a
+//! token or the openid index (the original `weapp-session` kept them in one
+//! keyspace, so an openid sent as a code returned the victim's live code).
+
+mod memory;
+mod redis;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::{RedisStore, RedisStoreConfig};
+
+/// Which namespace a session lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    /// compat dialect: the session is found by the `wx.login()` code.
+    Code,
+    /// token dialect: the session is found by a server-issued opaque token.
+    Token,
+}
+
+impl SessionKind {
+    /// The namespace segment used in store keys.
+    pub fn namespace(self) -> &'static str {
+        match self {
+            SessionKind::Code => "code",
+            SessionKind::Token => "token",
+        }
+    }
+}
+
+/// The address of one session: its namespace plus its id in that namespace.
+///
+/// For tokens the id is the SHA-256 of the token (hex), so a dump of the store
+/// does not hand out live bearer tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    /// The namespace.
+    pub kind: SessionKind,
+    /// The id within the namespace.
+    pub id: String,
+}
+
+impl SessionId {
+    /// A compat session addressed by its code.
+    pub fn code(code: &str) -> Self {
+        Self { kind: SessionKind::Code, id: code.to_owned() }
+    }
+
+    /// A token session addressed by the token the client holds.
+    pub fn token(token: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(token.as_bytes());
+        Self { kind: SessionKind::Token, id: hex::encode(digest) }
+    }
+
+    /// The key suffix (`code:…` / `token:…`) without the store prefix.
+    pub fn key_suffix(&self) -> String {
+        format!("{}:{}", self.kind.namespace(), self.id)
+    }
+
+    /// Parse a key suffix written by [`SessionId::key_suffix`].
+    pub fn from_key_suffix(s: &str) -> Option<Self> {
+        let (ns, id) = s.split_once(':')?;
+        let kind = match ns {
+            "code" => SessionKind::Code,
+            "token" => SessionKind::Token,
+            _ => return None,
+        };
+        Some(Self { kind, id: id.to_owned() })
+    }
+}
+
+/// What the store keeps for one logged-in user.
+///
+/// `session_key` is WeChat's per-user key; it never leaves the server and is
+/// redacted from `Debug`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The user's openid within this mini-program.
+    pub openid: String,
+    /// WeChat's session_key (base64 text, as WeChat returns it).
+    pub session_key: String,
+    /// The unionid, when WeChat returned one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+    /// The user info as JSON text: the rawData object plus `openId`.
+    pub user: Arc<RawValue>,
+    /// Unix seconds when the session was created (for the absolute lifetime).
+    pub created_at: u64,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("openid", &self.openid)
+            .field("session_key", &"[redacted]")
+            .field("unionid", &self.unionid)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionRecord {
+    /// Serialise for a backend that stores bytes.
+    pub fn to_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Parse what [`SessionRecord::to_json`] wrote.
+    pub fn from_json(s: &str) -> Result<Self, StoreError> {
+        serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+/// Errors every backend converts into.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend did not answer (down, refused, or slower than the bound).
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with something this crate did not write.
+    #[error("session store holds a corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Expiry rules applied when a session is loaded.
+#[derive(Clone, Copy, Debug)]
+pub struct Expiry {
+    /// Sliding idle TTL: each load extends the session to `now + idle`.
+    pub idle: Duration,
+    /// Absolute maximum lifetime counted from `created_at`.
+    pub max_lifetime: Duration,
+}
+
+impl Expiry {
+    /// The TTL to give a session created at `created_at`, seen at `now`:
+    /// `min(idle, created_at + max_lifetime - now)`, or `None` when it is past
+    /// its absolute lifetime.
+    pub fn remaining(&self, created_at: u64, now: u64) -> Option<Duration> {
+        let end = created_at.saturating_add(self.max_lifetime.as_secs());
+        if now >= end {
+            return None;
+        }
+        Some(self.idle.min(Duration::from_secs(end - now)))
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The storage contract the session layer needs. Object safe.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Load a session; `None` when absent or expired.
+    async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Load a session and slide its expiry per `expiry` (token dialect).
+    /// A session past its absolute lifetime is deleted and reported absent.
+    async fn load_and_touch(
+        &self,
+        id: &SessionId,
+        expiry: Expiry,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Create a session atomically: write it with `ttl`, point the openid
+    /// index at it (the index lives `index_ttl`), and delete the session the
+    /// index pointed at before, if it was a different one.
+    async fn create(
+        &self,
+        id: &SessionId,
+        record: &SessionRecord,
+        ttl: Duration,
+        index_ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Replace a live session's record keeping its TTL. `false` if it is gone.
+    async fn update(&self, id: &SessionId, record: &SessionRecord) -> Result<bool, StoreError>;
+
+    /// Delete a session (logout), and the openid index entry if it points at it.
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError>;
+
+    /// The session the openid index points at, if any.
+    async fn current_for_openid(&self, openid: &str) -> Result<Option<SessionId>, StoreError>;
+
+    /// A shared value (e.g. the WeChat access token) under `{prefix}kv:{name}`.
+    async fn kv_get(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Set a shared value with a TTL.
+    async fn kv_set(&self, name: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Try to take a named lock for `ttl`; `Some(fencing token)` when taken.
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, StoreError>;
+
+    /// Release a lock if `token` still holds it.
+    async fn unlock(&self, name: &str, token: &str) -> Result<(), StoreError>;
+
+    /// Liveness of the backend (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A random URL-safe string of `bytes` random bytes from the OS CSPRNG.
+pub fn random_token(bytes: usize) -> Result<String, StoreError> {
+    use base64::Engine;
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)
+        .map_err(|e| StoreError::Unavailable(format!("no randomness: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
+}

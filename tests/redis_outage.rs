@@ -1,0 +1,169 @@
+//! The Redis store under outages: it starts without Redis, answers
+//! `Unavailable` quickly while Redis is down, and recovers by itself.
+
+mod support;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use support::redis::{RedisServer, free_port, unique_prefix};
+use weapp_gateway::session::store::{
+    Expiry, RedisStore, RedisStoreConfig, SessionId, SessionRecord, SessionStore, StoreError,
+    unix_now,
+};
+
+const OP_TIMEOUT: Duration = Duration::from_millis(500);
+/// What "quickly" means: the op timeout plus a generous margin for slow CI.
+const FAIL_FAST: Duration = Duration::from_secs(2);
+const LONG: Duration = Duration::from_secs(600);
+
+fn store_at(url: String, test: &str) -> RedisStore {
+    RedisStore::new(RedisStoreConfig { url, prefix: unique_prefix(test), op_timeout: OP_TIMEOUT })
+        .expect("constructing the store never needs Redis")
+}
+
+fn record(openid: &str) -> SessionRecord {
+    SessionRecord {
+        openid: openid.to_owned(),
+        session_key: "c2Vzc2lvbi1rZXk=".to_owned(),
+        unionid: None,
+        user: Arc::from(RawValue::from_string(format!(r#"{{"openId":"{openid}"}}"#)).unwrap()),
+        created_at: unix_now(),
+    }
+}
+
+/// Run `op`, assert it failed with `Unavailable` within [`FAIL_FAST`], and
+/// that the error text does not leak `secret`.
+async fn assert_unavailable<T: std::fmt::Debug>(
+    what: &str,
+    secret: &str,
+    op: impl Future<Output = Result<T, StoreError>>,
+) {
+    let started = Instant::now();
+    let result = op.await;
+    let elapsed = started.elapsed();
+    match result {
+        Err(StoreError::Unavailable(msg)) => {
+            assert!(!msg.contains(secret), "{what}: error text leaks the secret: {msg}");
+        }
+        other => panic!("{what}: expected Unavailable, got {other:?}"),
+    }
+    assert!(elapsed < FAIL_FAST, "{what} took {elapsed:?} to fail");
+}
+
+/// Every operation of the store fails fast with `Unavailable`.
+async fn every_op_is_unavailable(store: &RedisStore, secret: &str) {
+    let id = SessionId::token("outage");
+    let expiry = Expiry { idle: LONG, max_lifetime: LONG };
+    assert_unavailable("ping", secret, store.ping()).await;
+    assert_unavailable("load", secret, store.load(&id)).await;
+    assert_unavailable("load_and_touch", secret, store.load_and_touch(&id, expiry)).await;
+    assert_unavailable("create", secret, store.create(&id, &record("o"), LONG, LONG)).await;
+    assert_unavailable("update", secret, store.update(&id, &record("o"))).await;
+    assert_unavailable("delete", secret, store.delete(&id)).await;
+    assert_unavailable("current_for_openid", secret, store.current_for_openid("o")).await;
+    assert_unavailable("kv_get", secret, store.kv_get("k")).await;
+    assert_unavailable("kv_set", secret, store.kv_set("k", "v", LONG)).await;
+    assert_unavailable("try_lock", secret, store.try_lock("l", LONG)).await;
+    assert_unavailable("unlock", secret, store.unlock("l", "t")).await;
+}
+
+/// Retry `ping` until it succeeds; panic after `within`.
+async fn wait_until_available(store: &RedisStore, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        match store.ping().await {
+            Ok(()) => return started.elapsed(),
+            Err(e) if started.elapsed() < within => {
+                eprintln!("not yet available: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("store did not recover within {within:?}: {e}"),
+        }
+    }
+}
+
+async fn full_roundtrip(store: &RedisStore) {
+    let id = SessionId::token("after");
+    store.create(&id, &record("o-after"), LONG, LONG).await.unwrap();
+    assert_eq!(store.load(&id).await.unwrap().map(|r| r.openid).as_deref(), Some("o-after"));
+    store.kv_set("k", "v", LONG).await.unwrap();
+    assert_eq!(store.kv_get("k").await.unwrap().as_deref(), Some("v"));
+}
+
+#[tokio::test]
+async fn survives_a_redis_restart() {
+    let mut server = RedisServer::start();
+    let store = store_at(server.url(), "restart");
+    full_roundtrip(&store).await;
+
+    server.stop();
+    every_op_is_unavailable(&store, "no-secret-here").await;
+    // And again, now that the connection is known to be gone.
+    every_op_is_unavailable(&store, "no-secret-here").await;
+
+    server.start_again();
+    let took = wait_until_available(&store, Duration::from_secs(5)).await;
+    eprintln!("recovered {took:?} after the restart");
+    full_roundtrip(&store).await;
+}
+
+#[tokio::test]
+async fn the_first_op_after_a_restart_succeeds() {
+    // Redis restarts while the store is idle; the next request must not fail
+    // just because it meets the dead connection.
+    let mut server = RedisServer::start();
+    let store = store_at(server.url(), "idle-restart");
+    store.ping().await.unwrap();
+    server.stop();
+    server.start_again();
+    store.kv_set("k", "v", LONG).await.unwrap();
+    assert_eq!(store.kv_get("k").await.unwrap().as_deref(), Some("v"));
+}
+
+#[tokio::test]
+async fn starts_without_redis_and_connects_when_it_appears() {
+    // Nothing listens: construction works, every op fails fast, nothing leaks the password.
+    let secret = "hunter2-secret";
+    let store = store_at(format!("redis://:{secret}@127.0.0.1:{}/", free_port()), "secret");
+    assert!(!format!("{store:?}").contains(secret));
+    every_op_is_unavailable(&store, secret).await;
+
+    // The same store connects by itself once Redis appears on its port.
+    let port = free_port();
+    let store = store_at(format!("redis://127.0.0.1:{port}/"), "late");
+    every_op_is_unavailable(&store, "no-secret-here").await;
+    let _server = RedisServer::start_on(port);
+    wait_until_available(&store, Duration::from_secs(5)).await;
+    full_roundtrip(&store).await;
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_instead_of_hanging() {
+    // Something accepts connections but never answers (a hung Redis, a wrong port).
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            match conn {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+        }
+    });
+    let store = store_at(format!("redis://127.0.0.1:{port}/"), "silent");
+    let started = Instant::now();
+    let result = store.ping().await;
+    let elapsed = started.elapsed();
+    assert!(matches!(result, Err(StoreError::Unavailable(_))), "got {result:?}");
+    assert!(
+        elapsed >= OP_TIMEOUT - Duration::from_millis(50),
+        "failed before the bound: {elapsed:?}"
+    );
+    assert!(elapsed < FAIL_FAST, "took {elapsed:?}");
+    every_op_is_unavailable(&store, "no-secret-here").await;
+}

@@ -1,0 +1,158 @@
+//! The token dialect over real HTTP, against a real redis-server.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::app::{AppOptions, TestApp, raw_data, sign, spawn_app};
+
+async fn login(app: &TestApp, openid: &str) -> String {
+    let minted = app.mint(openid);
+    let a = app.token_login(&json!({"code": minted.code})).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    a.body["token"].as_str().expect("token").to_owned()
+}
+
+#[tokio::test]
+async fn login_without_raw_data_then_use_the_token_both_ways() {
+    let app = spawn_app(AppOptions::redis("token_basic")).await;
+    let minted = app.mint("o_tom");
+    let a = app.token_login(&json!({"code": minted.code})).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let token = a.body["token"].as_str().unwrap();
+    // ≥128 bits, URL-safe.
+    assert!(token.len() >= 22, "{token}");
+    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(a.body["expiresIn"].as_u64().unwrap() > 0);
+    assert_eq!(a.body["user"], json!({"openId": "o_tom"}));
+    assert!(!a.body.to_string().contains(&minted.session_key));
+
+    let me = app.token_me(token).await;
+    assert_eq!((me.status, &me.body), (200, &json!({"openId": "o_tom"})));
+    let bearer = format!("Bearer {token}");
+    let me = app.get("/applet/session/me", &[("Authorization", &bearer)]).await;
+    assert_eq!(me.status, 200);
+    let me = app.token_me("not-a-real-token").await;
+    assert_eq!((me.status, me.reason()), (401, Some("ERR_SESSION_EXPIRED")));
+}
+
+#[tokio::test]
+async fn login_with_signed_raw_data() {
+    let app = spawn_app(AppOptions::redis("token_signed")).await;
+    let minted = app.mint("o_uma");
+    let raw = raw_data("乌玛+");
+    let a = app
+        .token_login(&json!({"code": minted.code, "rawData": raw, "signature": sign(&raw, &minted.session_key)}))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["user"]["nickName"], "乌玛+");
+    assert_eq!(a.body["user"]["openId"], "o_uma");
+
+    let other = app.mint("o_uma");
+    let bad = app
+        .token_login(&json!({"code": other.code, "rawData": raw, "signature": sign(&raw, "wrong")}))
+        .await;
+    assert_eq!((bad.status, bad.reason()), (401, Some("ERR_UNTRUSTED_RAW_DATA")));
+    let missing = app.token_login(&json!({"code": app.mint("o_uma").code, "rawData": raw})).await;
+    assert_eq!((missing.status, missing.reason()), (401, Some("ERR_UNTRUSTED_RAW_DATA")));
+    assert_eq!(app.exchanges(), 2, "missing signature must not spend the code");
+}
+
+#[tokio::test]
+async fn malformed_login_bodies_are_400() {
+    let app = spawn_app(AppOptions::redis("token_bad_body")).await;
+    for body in [json!({}), json!({"code": ""}), json!({"code": 5}), json!("code")] {
+        let a = app.token_login(&body).await;
+        assert_eq!((a.status, a.reason()), (400, Some("ERR_INVALID_REQUEST")), "{body}");
+    }
+    let a = app
+        .http
+        .post(format!("{}/applet/session/login", app.base))
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 400);
+    assert_eq!(app.exchanges(), 0);
+}
+
+#[tokio::test]
+async fn logout_revokes_the_token() {
+    let app = spawn_app(AppOptions::redis("token_logout")).await;
+    let token = login(&app, "o_vic").await;
+    assert_eq!(app.token_me(&token).await.status, 200);
+    let out = app.logout(&token).await;
+    assert_eq!(out.status, 200);
+    let me = app.token_me(&token).await;
+    assert_eq!((me.status, me.reason()), (401, Some("ERR_SESSION_EXPIRED")));
+    let anon = app.post("/applet/session/logout", &[], &json!(null)).await;
+    assert_eq!((anon.status, anon.reason()), (401, Some("ERR_NOT_LOGGED_IN")));
+}
+
+#[tokio::test]
+async fn sliding_idle_expiry() {
+    for options in [AppOptions::redis("token_sliding"), AppOptions::memory()] {
+        let app = spawn_app(
+            options.with("session.token_idle_ttl", "2s").with("session.token_max_lifetime", "1h"),
+        )
+        .await;
+        let token = login(&app, "o_walt").await;
+        // Used every second for 4 s: each use extends the 2 s idle TTL.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            assert_eq!(app.token_me(&token).await.status, 200);
+        }
+        // Idle for longer than the TTL: gone.
+        tokio::time::sleep(Duration::from_millis(2_600)).await;
+        assert_eq!(app.token_me(&token).await.reason(), Some("ERR_SESSION_EXPIRED"));
+    }
+}
+
+#[tokio::test]
+async fn absolute_lifetime_caps_sliding() {
+    let app = spawn_app(
+        AppOptions::redis("token_absolute")
+            .with("session.token_idle_ttl", "2s")
+            .with("session.token_max_lifetime", "3s"),
+    )
+    .await;
+    let token = login(&app, "o_xena").await;
+    let mut alive_until = 0;
+    for second in 1..=5 {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        if app.token_me(&token).await.status == 200 {
+            alive_until = second;
+        }
+    }
+    assert!((2..=3).contains(&alive_until), "alive until {alive_until}s");
+}
+
+#[tokio::test]
+async fn concurrent_token_logins_with_one_code_share_one_exchange_and_token() {
+    let app = spawn_app(AppOptions::redis("token_single_flight")).await;
+    let minted = app.mint("o_yuri");
+    let body = json!({"code": minted.code});
+    let answers = futures_util::future::join_all((0..20).map(|_| app.token_login(&body))).await;
+    let first = answers[0].body["token"].as_str().unwrap().to_owned();
+    for a in &answers {
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        assert_eq!(a.body["token"], first.as_str());
+    }
+    assert_eq!(app.exchanges(), 1);
+    assert_eq!(app.token_me(&first).await.status, 200);
+    // A later retry of the same code gets the same live token, no exchange.
+    let again = app.token_login(&body).await;
+    assert_eq!(again.body["token"], first.as_str());
+    assert_eq!(app.exchanges(), 1);
+}
+
+#[tokio::test]
+async fn a_new_login_revokes_the_users_previous_token() {
+    let app = spawn_app(AppOptions::redis("token_relogin")).await;
+    let old = login(&app, "o_zoe").await;
+    let new = login(&app, "o_zoe").await;
+    assert_ne!(old, new);
+    assert_eq!(app.token_me(&old).await.reason(), Some("ERR_SESSION_EXPIRED"));
+    assert_eq!(app.token_me(&new).await.status, 200);
+}

@@ -1,0 +1,332 @@
+//! One contract for every `SessionStore` backend: each case below runs against
+//! the in-memory store and against a real Redis, so the backends cannot drift.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use weapp_gateway::session::store::{
+    Expiry, MemoryStore, RedisStore, RedisStoreConfig, SessionId, SessionKind, SessionRecord,
+    SessionStore, unix_now,
+};
+
+type Store = Arc<dyn SessionStore>;
+
+const LONG: Duration = Duration::from_secs(600);
+
+fn memory_store(_case: &str) -> Store {
+    Arc::new(MemoryStore::new(10_000))
+}
+
+fn redis_store(case: &str) -> Store {
+    let store = RedisStore::new(RedisStoreConfig {
+        url: support::redis::shared_redis_url(),
+        prefix: support::redis::unique_prefix(case),
+        op_timeout: Duration::from_secs(2),
+    })
+    .unwrap();
+    Arc::new(store)
+}
+
+fn record(openid: &str, user: &str) -> SessionRecord {
+    SessionRecord {
+        openid: openid.to_owned(),
+        session_key: format!("sk-{openid}=="),
+        unionid: None,
+        user: Arc::from(RawValue::from_string(user.to_owned()).unwrap()),
+        created_at: unix_now(),
+    }
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+async fn user_of(store: &Store, id: &SessionId) -> Option<String> {
+    store.load(id).await.unwrap().map(|r| r.user.get().to_owned())
+}
+
+// ---- the cases ----------------------------------------------------------
+
+async fn absent_sessions_load_as_none(store: Store) {
+    let id = SessionId::code("never-created");
+    assert!(store.load(&id).await.unwrap().is_none());
+    let expiry = Expiry { idle: LONG, max_lifetime: LONG };
+    assert!(store.load_and_touch(&id, expiry).await.unwrap().is_none());
+    assert!(store.current_for_openid("nobody").await.unwrap().is_none());
+    store.delete(&id).await.unwrap();
+}
+
+async fn create_then_load_roundtrips_the_record(store: Store) {
+    let id = SessionId::code("code-roundtrip");
+    let user = r#"{"nickName":"小明","avatarUrl":"https://x/a.png","gender":1,"openId":"o-rt"}"#;
+    let mut rec = record("o-rt", user);
+    rec.session_key = "tiihtNczf5v6AKRyjwEUhQ==".to_owned();
+    rec.unionid = Some("u-rt".to_owned());
+    store.create(&id, &rec, LONG, LONG).await.unwrap();
+
+    let got = store.load(&id).await.unwrap().expect("session present");
+    assert_eq!(got.openid, "o-rt");
+    assert_eq!(got.session_key, "tiihtNczf5v6AKRyjwEUhQ==");
+    assert_eq!(got.unionid.as_deref(), Some("u-rt"));
+    assert_eq!(got.user.get(), user);
+    assert_eq!(got.created_at, rec.created_at);
+    assert_eq!(store.current_for_openid("o-rt").await.unwrap(), Some(id));
+
+    // No unionid stays no unionid; token sessions roundtrip too.
+    let token = SessionId::token("some-opaque-token");
+    store.create(&token, &record("o-rt2", r#"{"openId":"o-rt2"}"#), LONG, LONG).await.unwrap();
+    let got = store.load(&token).await.unwrap().expect("token session present");
+    assert_eq!(got.unionid, None);
+    assert_eq!(got.user.get(), r#"{"openId":"o-rt2"}"#);
+    assert_eq!(store.current_for_openid("o-rt2").await.unwrap(), Some(token));
+}
+
+async fn a_new_login_revokes_the_previous_session(store: Store) {
+    let first = SessionId::code("code-first");
+    let second = SessionId::code("code-second");
+    store.create(&first, &record("o-re", r#"{"n":1}"#), LONG, LONG).await.unwrap();
+    store.create(&second, &record("o-re", r#"{"n":2}"#), LONG, LONG).await.unwrap();
+    assert!(store.load(&first).await.unwrap().is_none(), "the previous session is revoked");
+    assert_eq!(user_of(&store, &second).await.as_deref(), Some(r#"{"n":2}"#));
+    assert_eq!(store.current_for_openid("o-re").await.unwrap(), Some(second.clone()));
+
+    // The index is per user, whatever the dialect: a token login revokes a code session.
+    let token = SessionId::token("token-after-code");
+    store.create(&token, &record("o-re", r#"{"n":3}"#), LONG, LONG).await.unwrap();
+    assert!(store.load(&second).await.unwrap().is_none());
+    assert_eq!(store.current_for_openid("o-re").await.unwrap(), Some(token.clone()));
+
+    // Another user's session is untouched.
+    let other = SessionId::code("code-other-user");
+    store.create(&other, &record("o-other", r#"{"n":4}"#), LONG, LONG).await.unwrap();
+    assert!(store.load(&token).await.unwrap().is_some());
+}
+
+async fn creating_the_same_id_twice_keeps_it(store: Store) {
+    let id = SessionId::code("code-twice");
+    store.create(&id, &record("o-tw", r#"{"v":1}"#), LONG, LONG).await.unwrap();
+    store.create(&id, &record("o-tw", r#"{"v":2}"#), LONG, LONG).await.unwrap();
+    assert_eq!(user_of(&store, &id).await.as_deref(), Some(r#"{"v":2}"#));
+    assert_eq!(store.current_for_openid("o-tw").await.unwrap(), Some(id));
+}
+
+async fn namespaces_are_separate(store: Store) {
+    let code = SessionId::code("same-string");
+    let token = SessionId { kind: SessionKind::Token, id: "same-string".to_owned() };
+    store.create(&code, &record("o-ns-code", r#"{"who":"code"}"#), LONG, LONG).await.unwrap();
+    store.create(&token, &record("o-ns-token", r#"{"who":"token"}"#), LONG, LONG).await.unwrap();
+    assert_eq!(user_of(&store, &code).await.as_deref(), Some(r#"{"who":"code"}"#));
+    assert_eq!(user_of(&store, &token).await.as_deref(), Some(r#"{"who":"token"}"#));
+
+    // An openid (or an index/kv key spelled out) sent as a code finds nothing.
+    assert!(store.load(&SessionId::code("o-ns-code")).await.unwrap().is_none());
+    assert!(store.load(&SessionId::code("openid:o-ns-code")).await.unwrap().is_none());
+    store.kv_set("shared", "value", LONG).await.unwrap();
+    assert!(store.load(&SessionId::code("kv:shared")).await.unwrap().is_none());
+    assert!(store.load(&SessionId::code("shared")).await.unwrap().is_none());
+    assert!(store.current_for_openid("same-string").await.unwrap().is_none());
+
+    // Deleting one namespace's session leaves the other's alone.
+    store.delete(&code).await.unwrap();
+    assert!(store.load(&code).await.unwrap().is_none());
+    assert!(store.load(&token).await.unwrap().is_some());
+}
+
+async fn sessions_expire_after_their_ttl(store: Store) {
+    let id = SessionId::code("code-ttl");
+    let short = Duration::from_secs(1);
+    store.create(&id, &record("o-ttl", "{}"), short, short).await.unwrap();
+    assert!(store.load(&id).await.unwrap().is_some());
+    assert_eq!(store.current_for_openid("o-ttl").await.unwrap(), Some(id.clone()));
+    sleep_ms(1_500).await;
+    assert!(store.load(&id).await.unwrap().is_none());
+    assert!(store.current_for_openid("o-ttl").await.unwrap().is_none());
+}
+
+async fn touching_slides_the_idle_ttl(store: Store) {
+    let idle = Duration::from_secs(2);
+    let expiry = Expiry { idle, max_lifetime: LONG };
+    let touched = SessionId::token("touched");
+    let loaded = SessionId::token("only-loaded");
+    store.create(&touched, &record("o-touched", "{}"), idle, LONG).await.unwrap();
+    store.create(&loaded, &record("o-loaded", "{}"), idle, LONG).await.unwrap();
+
+    sleep_ms(1_200).await;
+    assert!(store.load_and_touch(&touched, expiry).await.unwrap().is_some());
+    assert!(store.load(&loaded).await.unwrap().is_some(), "plain load does not slide");
+
+    sleep_ms(1_200).await; // 2.4 s after creation
+    assert!(store.load(&touched).await.unwrap().is_some(), "the touch extended it");
+    assert!(store.load(&loaded).await.unwrap().is_none(), "expired at 2 s");
+
+    sleep_ms(1_200).await; // 2.4 s after the touch
+    assert!(store.load(&touched).await.unwrap().is_none());
+}
+
+async fn touching_enforces_the_absolute_lifetime(store: Store) {
+    // Past its lifetime: reported absent, deleted, index gone.
+    let old = SessionId::token("too-old");
+    let mut rec = record("o-old", "{}");
+    rec.created_at = unix_now() - 100;
+    store.create(&old, &rec, LONG, LONG).await.unwrap();
+    let expiry = Expiry { idle: Duration::from_secs(60), max_lifetime: Duration::from_secs(50) };
+    assert!(store.load_and_touch(&old, expiry).await.unwrap().is_none());
+    assert!(store.load(&old).await.unwrap().is_none(), "deleted, not just hidden");
+    assert!(store.current_for_openid("o-old").await.unwrap().is_none());
+
+    // Close to its lifetime: the touch caps the TTL at what is left (~2 s), not idle.
+    let ending = SessionId::token("nearly-over");
+    let mut rec = record("o-ending", "{}");
+    rec.created_at = unix_now() - 10;
+    store.create(&ending, &rec, LONG, LONG).await.unwrap();
+    let expiry = Expiry { idle: Duration::from_secs(60), max_lifetime: Duration::from_secs(12) };
+    assert!(store.load_and_touch(&ending, expiry).await.unwrap().is_some());
+    sleep_ms(2_500).await;
+    assert!(store.load(&ending).await.unwrap().is_none());
+}
+
+async fn update_keeps_the_ttl(store: Store) {
+    let id = SessionId::token("updated");
+    store.create(&id, &record("o-up", r#"{"v":1}"#), Duration::from_secs(2), LONG).await.unwrap();
+    sleep_ms(1_000).await;
+    assert!(store.update(&id, &record("o-up", r#"{"v":2}"#)).await.unwrap());
+    assert_eq!(user_of(&store, &id).await.as_deref(), Some(r#"{"v":2}"#));
+    sleep_ms(1_300).await; // 2.3 s after creation, 1.3 s after the update
+    assert!(
+        store.load(&id).await.unwrap().is_none(),
+        "the update neither reset nor removed the TTL"
+    );
+
+    let missing = SessionId::token("never-there");
+    assert!(!store.update(&missing, &record("o-up2", "{}")).await.unwrap());
+    assert!(store.load(&missing).await.unwrap().is_none(), "update does not create");
+}
+
+async fn delete_removes_the_session_and_its_own_index_entry(store: Store) {
+    let id = SessionId::token("logout-me");
+    store.create(&id, &record("o-del", "{}"), LONG, LONG).await.unwrap();
+    store.delete(&id).await.unwrap();
+    assert!(store.load(&id).await.unwrap().is_none());
+    assert!(store.current_for_openid("o-del").await.unwrap().is_none());
+    store.delete(&id).await.unwrap(); // twice is fine
+
+    // A session whose openid's index points at another session: deleting it
+    // must leave that index alone.
+    let stale = SessionId::token("stale");
+    let current = SessionId::token("current");
+    store.create(&stale, &record("o-a", "{}"), LONG, LONG).await.unwrap();
+    assert!(store.update(&stale, &record("o-b", "{}")).await.unwrap());
+    store.create(&current, &record("o-b", "{}"), LONG, LONG).await.unwrap();
+    assert!(store.load(&stale).await.unwrap().is_some());
+    store.delete(&stale).await.unwrap();
+    assert!(store.load(&stale).await.unwrap().is_none());
+    assert_eq!(store.current_for_openid("o-b").await.unwrap(), Some(current.clone()));
+    assert!(store.load(&current).await.unwrap().is_some());
+}
+
+async fn kv_values_set_get_and_expire(store: Store) {
+    assert!(store.kv_get("access_token").await.unwrap().is_none());
+    store.kv_set("access_token", "v1", LONG).await.unwrap();
+    assert_eq!(store.kv_get("access_token").await.unwrap().as_deref(), Some("v1"));
+    store.kv_set("access_token", "v2", LONG).await.unwrap();
+    assert_eq!(store.kv_get("access_token").await.unwrap().as_deref(), Some("v2"));
+
+    store.kv_set("short", "x", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(store.kv_get("short").await.unwrap().as_deref(), Some("x"));
+    sleep_ms(1_500).await;
+    assert!(store.kv_get("short").await.unwrap().is_none());
+
+    // A lock is not a kv value.
+    let _token = store.try_lock("both", LONG).await.unwrap().expect("lock taken");
+    assert!(store.kv_get("both").await.unwrap().is_none());
+}
+
+async fn locks_are_exclusive_until_released_by_their_holder(store: Store) {
+    let first = store.try_lock("refresh", LONG).await.unwrap().expect("free lock is taken");
+    assert!(first.len() >= 16, "fencing token is long enough: {first:?}");
+    assert!(store.try_lock("refresh", LONG).await.unwrap().is_none(), "held");
+
+    store.unlock("refresh", "not-the-token").await.unwrap();
+    assert!(store.try_lock("refresh", LONG).await.unwrap().is_none(), "wrong token released it");
+
+    store.unlock("refresh", &first).await.unwrap();
+    let second = store.try_lock("refresh", LONG).await.unwrap().expect("released lock is free");
+    assert_ne!(first, second);
+
+    // An old holder cannot release the new holder's lock.
+    store.unlock("refresh", &first).await.unwrap();
+    assert!(store.try_lock("refresh", LONG).await.unwrap().is_none());
+
+    // Locks expire.
+    assert!(store.try_lock("brief", Duration::from_secs(1)).await.unwrap().is_some());
+    sleep_ms(1_500).await;
+    assert!(store.try_lock("brief", LONG).await.unwrap().is_some());
+}
+
+async fn ping_answers(store: Store) {
+    store.ping().await.unwrap();
+}
+
+// ---- every case against every backend -----------------------------------
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::memory_store(stringify!($case))).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::redis_store(stringify!($case))).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    absent_sessions_load_as_none,
+    create_then_load_roundtrips_the_record,
+    a_new_login_revokes_the_previous_session,
+    creating_the_same_id_twice_keeps_it,
+    namespaces_are_separate,
+    sessions_expire_after_their_ttl,
+    touching_slides_the_idle_ttl,
+    touching_enforces_the_absolute_lifetime,
+    update_keeps_the_ttl,
+    delete_removes_the_session_and_its_own_index_entry,
+    kv_values_set_get_and_expire,
+    locks_are_exclusive_until_released_by_their_holder,
+    ping_answers,
+);
+
+// ---- memory only ----------------------------------------------------------
+
+#[tokio::test]
+async fn memory_store_stays_bounded() {
+    let capacity = 100;
+    let store = MemoryStore::new(capacity);
+    let total = 2_000;
+    for i in 0..total {
+        store.kv_set(&format!("k{i}"), "v", LONG).await.unwrap();
+    }
+    let mut live = 0;
+    for i in 0..total {
+        if store.kv_get(&format!("k{i}")).await.unwrap().is_some() {
+            live += 1;
+        }
+    }
+    assert!(
+        live <= 2 * capacity,
+        "{live} of {total} entries still readable with capacity {capacity}"
+    );
+}

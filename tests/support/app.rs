@@ -1,0 +1,234 @@
+//! Spawn the gateway on port 0 against a fake WeChat over real HTTP, and a
+//! typed client with one method per session endpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+use sha1::{Digest, Sha1};
+use weapp_gateway::config::Config;
+use weapp_gateway::server::Application;
+use weapp_gateway::wechat::{FakeWeChat, MintedCode};
+
+/// The AppID every test app uses.
+pub const APP_ID: &str = "wx_test_appid";
+/// The AppSecret every test app uses (asserted absent from logs/errors).
+pub const APP_SECRET: &str = "test-secret-do-not-leak";
+
+/// Which session store the app uses.
+pub enum StoreChoice {
+    /// The in-memory store.
+    Memory,
+    /// Redis at this URL with this prefix.
+    Redis { url: String, prefix: String },
+}
+
+/// Knobs for one test app. Durations are humantime strings ("2s").
+pub struct AppOptions {
+    pub store: StoreChoice,
+    pub extra: Vec<(&'static str, Value)>,
+}
+
+impl AppOptions {
+    /// Memory store, defaults.
+    pub fn memory() -> Self {
+        Self { store: StoreChoice::Memory, extra: Vec::new() }
+    }
+
+    /// Redis store on the shared test redis, with a prefix unique to `test`.
+    pub fn redis(test: &str) -> Self {
+        Self::redis_at(super::redis::shared_redis_url(), test)
+    }
+
+    /// Redis store at `url`, with a prefix unique to `test`.
+    pub fn redis_at(url: String, test: &str) -> Self {
+        let prefix = super::redis::unique_prefix(test);
+        Self { store: StoreChoice::Redis { url, prefix }, extra: Vec::new() }
+    }
+
+    /// Override one config key (dotted path).
+    pub fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
+        self.extra.push((key, value.into()));
+        self
+    }
+}
+
+/// A running gateway plus its fake WeChat.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub fake: FakeWeChat,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Start a fake WeChat and a gateway using it, both on loopback port 0.
+pub async fn spawn_app(options: AppOptions) -> TestApp {
+    let (fake, fake_addr) = FakeWeChat::spawn(APP_ID, APP_SECRET).await.expect("fake wechat");
+    let mut figment = Figment::new().merge(Toml::string(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n\
+             [wechat]\napp_id = \"{APP_ID}\"\napp_secret = \"{APP_SECRET}\"\n\
+             api_base = \"http://{fake_addr}\"\ntimeout = \"2s\"\nconnect_timeout = \"1s\"\n"
+    )));
+    match options.store {
+        StoreChoice::Memory => {}
+        StoreChoice::Redis { url, prefix } => {
+            figment = figment
+                .merge(Serialized::default("session.store", "redis"))
+                .merge(Serialized::default("redis.url", url))
+                .merge(Serialized::default("redis.prefix", prefix))
+                .merge(Serialized::default("redis.timeout", "1s"));
+        }
+    }
+    for (key, value) in options.extra {
+        figment = figment.merge(Serialized::default(key, value));
+    }
+    let config = Config::from_figment(figment).expect("test config");
+    let app = Application::build(config).await.expect("build app");
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("client");
+    TestApp { addr, base: format!("http://{addr}"), fake, http, stop: Some(stop) }
+}
+
+/// What JavaScript's `encodeURIComponent` leaves alone.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// JavaScript's `encodeURIComponent`.
+pub fn encode_uri_component(s: &str) -> String {
+    utf8_percent_encode(s, URI_COMPONENT).to_string()
+}
+
+/// `sha1_hex(raw + session_key)`, as WeChat signs user info.
+pub fn sign(raw: &str, session_key: &str) -> String {
+    let mut h = Sha1::new();
+    h.update(raw.as_bytes());
+    h.update(session_key.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A parsed answer: status and JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The envelope's `reason`, when the body is an error envelope.
+    pub fn reason(&self) -> Option<&str> {
+        if self.body.get("F2C224D4-2BCE-4C64-AF9F-A6D872000D1A") == Some(&Value::from(1)) {
+            self.body.get("reason").and_then(Value::as_str)
+        } else {
+            None
+        }
+    }
+}
+
+async fn answer(r: reqwest::Response) -> Answer {
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer { status, body }
+}
+
+impl TestApp {
+    /// Mint a fresh code for `openid` at the fake.
+    pub fn mint(&self, openid: &str) -> MintedCode {
+        self.fake.mint_code(openid, None, None)
+    }
+
+    /// `jscode2session` calls the fake has seen.
+    pub fn exchanges(&self) -> u64 {
+        self.fake.stats().jscode2session_calls
+    }
+
+    /// GET a path with arbitrary headers.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        answer(req.send().await.expect("request")).await
+    }
+
+    /// POST JSON to a path with arbitrary headers.
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Answer {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        answer(req.send().await.expect("request")).await
+    }
+
+    /// compat first request: code + encoded rawData + signature, on /applet/session/me.
+    pub async fn compat_login(&self, code: &str, raw: &str, signature: &str) -> Answer {
+        let encoded = encode_uri_component(raw);
+        self.get(
+            "/applet/session/me",
+            &[("X-WX-Code", code), ("X-WX-RawData", &encoded), ("X-WX-Signature", signature)],
+        )
+        .await
+    }
+
+    /// compat later request: code only.
+    pub async fn compat_me(&self, code: &str) -> Answer {
+        self.get("/applet/session/me", &[("X-WX-Code", code)]).await
+    }
+
+    /// token login.
+    pub async fn token_login(&self, body: &Value) -> Answer {
+        self.post("/applet/session/login", &[], body).await
+    }
+
+    /// /me with a token.
+    pub async fn token_me(&self, token: &str) -> Answer {
+        self.get("/applet/session/me", &[("X-WX-Skey", token)]).await
+    }
+
+    /// token logout.
+    pub async fn logout(&self, token: &str) -> Answer {
+        self.post("/applet/session/logout", &[("X-WX-Skey", token)], &Value::Null).await
+    }
+}
+
+/// A typical rawData for `openid`'s profile with a Chinese nickname.
+pub fn raw_data(nick: &str) -> String {
+    serde_json::json!({
+        "nickName": nick,
+        "gender": 1,
+        "language": "zh_CN",
+        "city": "Guangzhou",
+        "province": "Guangdong",
+        "country": "China",
+        "avatarUrl": "https://thirdwx.qlogo.cn/mmopen/vi_32/abc+def/132"
+    })
+    .to_string()
+}

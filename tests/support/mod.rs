@@ -1,0 +1,5 @@
+//! Shared helpers for the integration tests: `mod support;` in a test file.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod redis;
