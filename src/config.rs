@@ -423,6 +423,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
     fn env_overrides_with_double_underscore() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -8,6 +8,14 @@
 
 pub mod app;
 pub mod config;
+/// What the business data stores share (their error type).
+pub mod data;
+/// MongoDB connection, config and indexes for the business data stores.
+pub mod mongo;
+/// Notices: users' posts, a public feed, private and banned states.
+pub mod notices;
+/// Group step-count PK: daily leaderboards per WeChat group.
+pub mod pk;
 pub mod server;
 pub mod session;
 pub mod wechat;

@@ -174,3 +174,118 @@ async fn logout(sessions: &WxSessions, headers: http::HeaderMap) -> Response {
         Err(e) => e.into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The layer driven as a tower service, no network: a mock exchanger and
+    //! the memory store.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use axum::Router;
+    use axum::routing::get;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+    use crate::session::{
+        CodeExchanger, ExchangeError, Exchanged, MemoryStore, SessionConfig, WxSession,
+    };
+
+    struct Mock {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl CodeExchanger for Mock {
+        async fn code2session(&self, code: &str) -> Result<Exchanged, ExchangeError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if code == "good" {
+                Ok(Exchanged { openid: "o1".into(), session_key: "k".into(), unionid: None })
+            } else {
+                Err(ExchangeError::WeChat { errcode: 40029, errmsg: "invalid code".into() })
+            }
+        }
+    }
+
+    fn sessions() -> (Arc<WxSessions>, Arc<Mock>) {
+        let mock = Arc::new(Mock { calls: AtomicUsize::new(0) });
+        let store = Arc::new(MemoryStore::new(100));
+        (Arc::new(WxSessions::new(store, mock.clone(), SessionConfig::default())), mock)
+    }
+
+    async fn echo(req: Request<Body>) -> Result<Response, std::convert::Infallible> {
+        let who = req.extensions().get::<WxSession>().map(|s| s.openid().to_owned());
+        Ok(Response::new(Body::from(who.unwrap_or_else(|| "anonymous".into()))))
+    }
+
+    async fn text(response: Response) -> (StatusCode, String) {
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn logs_in_and_hands_the_identity_to_the_inner_service() {
+        let (sessions, mock) = sessions();
+        let svc = ServiceBuilder::new().layer(WxSessionLayer::new(sessions)).service_fn(echo);
+        let raw = "{\"nickName\":\"n\"}";
+        let sig = {
+            use sha1::Digest;
+            hex::encode(sha1::Sha1::digest(format!("{raw}k").as_bytes()))
+        };
+        let req = Request::get("/x")
+            .header("x-wx-code", "good")
+            .header("x-wx-rawdata", "%7B%22nickName%22%3A%22n%22%7D")
+            .header("x-wx-signature", sig)
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = text(svc.clone().oneshot(req).await.unwrap()).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "o1"));
+        let req = Request::get("/x").header("x-wx-code", "good").body(Body::empty()).unwrap();
+        let (_, body) = text(svc.clone().oneshot(req).await.unwrap()).await;
+        assert_eq!(body, "o1");
+        assert_eq!(mock.calls.load(Ordering::SeqCst), 1);
+        let req = Request::get("/x").body(Body::empty()).unwrap();
+        let (status, body) = text(svc.oneshot(req).await.unwrap()).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "anonymous"));
+    }
+
+    #[tokio::test]
+    async fn rejections_are_ok_responses_in_the_envelope() {
+        let (sessions, mock) = sessions();
+        let svc = ServiceBuilder::new().layer(WxSessionLayer::new(sessions)).service_fn(echo);
+        let req = Request::get("/x").header("x-wx-code", "unknown").body(Body::empty()).unwrap();
+        let (status, body) = text(svc.oneshot(req).await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["reason"], "ERR_SESSION_EXPIRED");
+        assert_eq!(v[crate::session::ERROR_MAGIC], 1);
+        assert_eq!(mock.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn extractor_without_the_layer_says_so() {
+        let app: Router = Router::new().route("/me", get(|s: WxSession| async move { s.openid().to_owned() }));
+        let response = app.oneshot(Request::get("/me").body(Body::empty()).unwrap()).await.unwrap();
+        let (status, body) = text(response).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.contains("is WxSessionLayer enabled"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn require_login_guards_routes_and_ignored_paths_are_untouched() {
+        let (sessions, _) = sessions();
+        let app: Router = Router::new()
+            .route("/private", get(|| async { "secret" }))
+            .route_layer(axum::middleware::from_fn(crate::session::require_login))
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(WxSessionLayer::new(sessions));
+        let r = app.clone().oneshot(Request::get("/private").body(Body::empty()).unwrap()).await;
+        let (status, body) = text(r.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("ERR_NOT_LOGGED_IN"));
+        let req = Request::get("/healthz").header("x-wx-code", "unknown").body(Body::empty());
+        let (status, body) = text(app.oneshot(req.unwrap()).await.unwrap()).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+}

@@ -106,6 +106,17 @@ enum LoginError {
     Exchange(ExchangeError),
 }
 
+impl SignedRawData {
+    /// Constant-time check of the signature against `session_key`.
+    fn verify(&self, session_key: &str) -> Result<(), SessionError> {
+        if signature_matches(&self.text, session_key, &self.signature) {
+            Ok(())
+        } else {
+            Err(SessionError::UntrustedRawData("wrong"))
+        }
+    }
+}
+
 impl From<LoginError> for SessionError {
     fn from(e: LoginError) -> Self {
         match e {
@@ -273,9 +284,7 @@ impl WxSessions {
             }
             Err(e) => return Err(e.into()),
         };
-        if !signature_matches(&signed.text, &exchanged.session_key, &signed.signature) {
-            return Err(SessionError::UntrustedRawData("wrong"));
-        }
+        signed.verify(&exchanged.session_key)?;
         let record = new_record(&exchanged, Some(signed.object))?;
         self.store
             .create(&id, &record, self.config.compat_ttl, self.index_ttl())
@@ -293,9 +302,7 @@ impl WxSessions {
         let Some(record) = self.store.load(id).await.map_err(store_error)? else {
             return Ok(None);
         };
-        if !signature_matches(&signed.text, &record.session_key, &signed.signature) {
-            return Err(SessionError::UntrustedRawData("wrong"));
-        }
+        signed.verify(&record.session_key)?;
         Ok(Some(WxSession::new(id.clone(), record)))
     }
 
@@ -345,9 +352,7 @@ impl WxSessions {
         }
         let exchanged = self.exchange(code, client).await?;
         if let Some(s) = &signed {
-            if !signature_matches(&s.text, &exchanged.session_key, &s.signature) {
-                return Err(SessionError::UntrustedRawData("wrong"));
-            }
+            s.verify(&exchanged.session_key)?;
         }
         let object = signed.map(|s| s.object);
         let entry = self
@@ -375,9 +380,7 @@ impl WxSessions {
             return Err(SessionError::KeyExchangeFailed(err));
         };
         if let Some(s) = signed {
-            if !signature_matches(&s.text, &record.session_key, &s.signature) {
-                return Err(SessionError::UntrustedRawData("wrong"));
-            }
+            s.verify(&record.session_key)?;
         }
         Ok(previous)
     }

@@ -115,6 +115,15 @@ pub fn check_errcode(body: Value) -> Result<Value, WeChatError> {
     }
 }
 
+/// An access token issued by `stable_token`. `Debug` redacts the token.
+#[derive(Clone, Debug)]
+pub struct StableToken {
+    /// The access token.
+    pub access_token: SecretString,
+    /// How long WeChat says it stays valid, counted from its answer.
+    pub expires_in: Duration,
+}
+
 /// A cheap-to-clone client for WeChat's server API.
 #[derive(Clone)]
 pub struct WeChatClient {
@@ -182,6 +191,36 @@ impl WeChatClient {
         body: &Value,
     ) -> Result<Value, WeChatError> {
         self.call(Method::POST, path, query, Some(body)).await
+    }
+
+    /// `POST /cgi-bin/stable_token`: the app's access token (AppID and AppSecret from the config).
+    ///
+    /// `force_refresh` asks WeChat for a new token, which invalidates the
+    /// previous one (WeChat limits how often this may be done). The AppSecret
+    /// travels in the body and never leaves this client otherwise.
+    pub async fn stable_token(&self, force_refresh: bool) -> Result<StableToken, WeChatError> {
+        let cfg = &self.inner.cfg;
+        let body = serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": cfg.app_id,
+            "secret": cfg.app_secret.expose_secret(),
+            "force_refresh": force_refresh,
+        });
+        let answer = self.post_json("/cgi-bin/stable_token", &[], &body).await?;
+        // Never echo the answer: it holds the token.
+        let access_token = answer
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| WeChatError::BadResponse("the answer has no access_token".into()))?;
+        let expires_in =
+            answer.get("expires_in").and_then(Value::as_u64).filter(|&secs| secs > 0).ok_or_else(
+                || WeChatError::BadResponse("the answer has no valid expires_in".into()),
+            )?;
+        Ok(StableToken {
+            access_token: SecretString::from(access_token),
+            expires_in: Duration::from_secs(expires_in),
+        })
     }
 
     /// Sends one request, retrying once after a short backoff on errcode -1.

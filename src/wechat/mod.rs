@@ -1,12 +1,24 @@
-//! The WeChat API: a reqwest client, open-data crypto and a fake server.
+//! The WeChat API: a reqwest client, the shared access token, open-data crypto
+//! and a fake server.
 
 mod client;
+mod crypto;
 mod fake;
+mod token;
 
 pub use client::{
-    DEFAULT_API_BASE, ERRCODE_BUSY, WeChatClient, WeChatConfig, WeChatError, check_errcode,
+    DEFAULT_API_BASE, ERRCODE_BUSY, StableToken, WeChatClient, WeChatConfig, WeChatError,
+    check_errcode,
 };
-pub use fake::{FakeStats, FakeWeChat, Faults, JSCODE2SESSION, MintedCode};
+pub use crypto::{DecryptError, check_push_signature, decrypt_open_data, encrypt_open_data};
+pub use fake::{
+    EncryptedOpenData, FakeStats, FakeWeChat, Faults, GET_PHONE_NUMBER, JSCODE2SESSION,
+    MSG_SEC_CHECK, MintedCode, STABLE_TOKEN,
+};
+pub use token::{
+    ACCESS_TOKEN_KV, ACCESS_TOKEN_LOCK, AccessTokenConfig, AccessTokens, SecCheckSuggest,
+    SecCheckVerdict,
+};
 
 /// Installs rustls' ring crypto provider as the process default (idempotent).
 pub(crate) fn install_crypto_provider() {

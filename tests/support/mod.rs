@@ -2,4 +2,6 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod mongo;
+pub mod process;
 pub mod redis;

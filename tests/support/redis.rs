@@ -3,13 +3,13 @@
 //! The server is started through a small shell that holds the read end of a
 //! pipe from this process: when the test process goes away (normally, by a
 //! panic, or killed), the pipe closes and the shell kills the server. So no
-//! `redis-server` outlives the tests, even one owned by a static.
+//! `redis-server` outlives the tests, even one owned by a static, and the
+//! shell removes the server's scratch directory when it is done.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,22 +20,22 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopped server may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts redis in the background, prints its pid, waits for stdin to close,
-/// then stops it. `$1` is the log file; the rest are redis-server's arguments.
+/// Makes a scratch dir, starts redis in the background (arguments: `$@`),
+/// prints `pid dir`, waits for stdin to close, stops redis, removes the dir.
 const SUPERVISOR: &str = r#"
-log=$1; shift
-"$REDIS_SERVER_BIN" "$@" >>"$log" 2>&1 </dev/null &
+dir=$(mktemp -d "${TMPDIR:-/tmp}/redis-test.XXXXXX") || exit 1
+"$REDIS_SERVER_BIN" "$@" --dir "$dir" >"$dir/redis.log" 2>&1 </dev/null &
 pid=$!
-echo "$pid"
+echo "$pid $dir"
 read _ignored
 kill "$pid" 2>/dev/null
 wait "$pid"
+rm -rf "$dir"
 "#;
 
 /// A running (or stopped) `redis-server` owned by one test; killed on drop.
 pub struct RedisServer {
     port: u16,
-    dir: tempfile::TempDir,
     process: Option<Supervised>,
 }
 
@@ -43,22 +43,19 @@ struct Supervised {
     shell: Child,
     /// Closing this tells the shell to stop the server.
     stdin: Option<ChildStdin>,
-    redis_pid: u32,
+    redis_pid: Option<u32>,
 }
 
 impl RedisServer {
     /// Start a server on a free loopback port and wait until it answers PING.
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("create a temp dir for redis-server");
         let mut last_error = String::new();
         // A port picked by binding port 0 can be taken by someone else before
         // redis binds it; try a few.
         for _ in 0..3 {
             let port = free_port();
-            match spawn(port, &dir) {
-                Ok(process) => {
-                    return Self { port, dir, process: Some(process) };
-                }
+            match spawn(port) {
+                Ok(process) => return Self { port, process: Some(process) },
                 Err(e) => last_error = e,
             }
         }
@@ -68,9 +65,8 @@ impl RedisServer {
     /// Start a server on `port` (e.g. one a client was pointed at before) and
     /// wait until it answers PING.
     pub fn start_on(port: u16) -> Self {
-        let dir = tempfile::tempdir().expect("create a temp dir for redis-server");
-        match spawn(port, &dir) {
-            Ok(process) => Self { port, dir, process: Some(process) },
+        match spawn(port) {
+            Ok(process) => Self { port, process: Some(process) },
             Err(e) => panic!("could not start redis-server on port {port}: {e}"),
         }
     }
@@ -101,7 +97,7 @@ impl RedisServer {
     /// The data is gone: the server keeps nothing on disk.
     pub fn start_again(&mut self) {
         self.stop();
-        match spawn(self.port, &self.dir) {
+        match spawn(self.port) {
             Ok(process) => self.process = Some(process),
             Err(e) => panic!("could not restart redis-server on port {}: {e}", self.port),
         }
@@ -118,17 +114,16 @@ impl Supervised {
     fn stop(mut self) {
         drop(self.stdin.take());
         let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
+        while Instant::now() < deadline {
             match self.shell.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => break,
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                _ => return,
             }
         }
-        // Did not stop in time: kill both, hard.
-        let _ = Command::new("kill").arg("-KILL").arg(self.redis_pid.to_string()).status();
+        // Did not stop in time: kill both (by pid; never a group), hard.
+        if let Some(pid) = self.redis_pid.filter(|&p| p > 1) {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
         let _ = self.shell.kill();
         let _ = self.shell.wait();
     }
@@ -138,19 +133,15 @@ fn redis_server_bin() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
-fn spawn(port: u16, dir: &tempfile::TempDir) -> Result<Supervised, String> {
-    let log: PathBuf = dir.path().join("redis.log");
+fn spawn(port: u16) -> Result<Supervised, String> {
     let mut shell = Command::new("sh")
         .arg("-c")
         .arg(SUPERVISOR)
         .arg("sh")
-        .arg(&log)
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
         .args(["--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
         .env("REDIS_SERVER_BIN", redis_server_bin())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -158,15 +149,16 @@ fn spawn(port: u16, dir: &tempfile::TempDir) -> Result<Supervised, String> {
         .spawn()
         .map_err(|e| format!("cannot run sh: {e}"))?;
     let stdin = shell.stdin.take();
-    let mut pid_line = String::new();
+    let mut first_line = String::new();
     if let Some(stdout) = shell.stdout.take() {
-        let _ = BufReader::new(stdout).read_line(&mut pid_line);
+        let _ = BufReader::new(stdout).read_line(&mut first_line);
     }
-    let redis_pid = pid_line.trim().parse::<u32>().ok();
-    let process = Supervised { shell, stdin, redis_pid: redis_pid.unwrap_or(0) };
+    let (pid, dir) = first_line.trim().split_once(' ').unwrap_or_default();
+    let redis_pid = pid.parse::<u32>().ok();
+    let process = Supervised { shell, stdin, redis_pid };
     let Some(redis_pid) = redis_pid else {
         process.stop();
-        return Err(format!("the supervisor shell printed no pid ({pid_line:?})"));
+        return Err(format!("the supervisor shell printed no pid ({first_line:?})"));
     };
 
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -179,10 +171,11 @@ fn spawn(port: u16, dir: &tempfile::TempDir) -> Result<Supervised, String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Read the log before stopping: the supervisor removes it.
+    let log = std::fs::read_to_string(format!("{dir}/redis.log")).unwrap_or_default();
     process.stop();
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     Err(format!(
-        "redis-server on port {port} did not answer PING within {READY_TIMEOUT:?}; log:\n{log_text}"
+        "redis-server on port {port} did not answer PING within {READY_TIMEOUT:?}; log:\n{log}"
     ))
 }
 

@@ -137,10 +137,8 @@ impl SessionStore for MemoryStore {
         let key = id.key_suffix();
         let index = openid_key(&record.openid);
         let _g = self.guard();
-        if let Some(previous) = self.text(&index) {
-            if *previous != *key {
-                self.entries.invalidate(&*previous);
-            }
+        if let Some(previous) = self.text(&index).filter(|p| **p != *key) {
+            self.entries.invalidate(&*previous);
         }
         self.put(key.clone(), Value::Session(Arc::new(record.clone())), ttl);
         self.put(index, Value::Text(key.into()), index_ttl);

@@ -13,6 +13,8 @@
 //! the process starts (and answers 503) while Redis is down, and recovers by
 //! itself when Redis comes back. Every operation is bounded by
 //! [`RedisStoreConfig::op_timeout`], reconnect included.
+//!
+//! Needs Redis 6.2 or later (`GETEX`, `SET … KEEPTTL`).
 
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};

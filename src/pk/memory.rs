@@ -1,0 +1,150 @@
+//! The in-memory PK store: the dev-mode default (one instance, lost on
+//! restart, never expires records).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use super::mongo::storable_steps;
+use super::{Membership, PkStore, StepCheckin, StepRecord};
+use crate::data::DataError;
+use crate::mongo::millis;
+
+/// [`PkStore`] in process memory, with the same semantics as the MongoDB
+/// store (times truncated to milliseconds, steps capped at `i64::MAX`).
+#[derive(Debug, Default)]
+pub struct MemoryPkStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// `(open_gid, openid)` → membership.
+    members: BTreeMap<(String, String), Membership>,
+    /// `(open_gid, date)` → openid → record.
+    days: HashMap<(String, String), BTreeMap<String, StepRecord>>,
+}
+
+impl MemoryPkStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves the maps consistent: a panic in one
+        // (there are none) would not poison the data.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The ranking order: steps descending, then who reached them first, then
+/// openid (bytewise, as MongoDB compares strings).
+fn ranking_order(a: &StepRecord, b: &StepRecord) -> Ordering {
+    b.steps
+        .cmp(&a.steps)
+        .then_with(|| a.reached_at.cmp(&b.reached_at))
+        .then_with(|| a.openid.cmp(&b.openid))
+}
+
+#[async_trait]
+impl PkStore for MemoryPkStore {
+    async fn add_membership(&self, open_gid: &str, openid: &str) -> Result<(), DataError> {
+        let joined_at = millis(Utc::now());
+        self.lock().members.entry((open_gid.to_owned(), openid.to_owned())).or_insert_with(|| {
+            Membership { open_gid: open_gid.to_owned(), openid: openid.to_owned(), joined_at }
+        });
+        Ok(())
+    }
+
+    async fn is_member(&self, open_gid: &str, openid: &str) -> Result<bool, DataError> {
+        Ok(self.lock().members.contains_key(&(open_gid.to_owned(), openid.to_owned())))
+    }
+
+    async fn memberships(&self, openid: &str) -> Result<Vec<Membership>, DataError> {
+        let mut out: Vec<Membership> =
+            self.lock().members.values().filter(|m| m.openid == openid).cloned().collect();
+        out.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then_with(|| a.open_gid.cmp(&b.open_gid)));
+        Ok(out)
+    }
+
+    async fn upsert_steps(&self, checkin: &StepCheckin) -> Result<StepRecord, DataError> {
+        let at = millis(checkin.at);
+        let steps = storable_steps(checkin.steps);
+        let mut inner = self.lock();
+        let day = inner.days.entry((checkin.open_gid.clone(), checkin.date.clone())).or_default();
+        let record = day
+            .entry(checkin.openid.clone())
+            .and_modify(|r| {
+                if steps > r.steps {
+                    r.steps = steps;
+                    r.reached_at = at;
+                }
+                r.nick_name.clone_from(&checkin.nick_name);
+                r.avatar_url.clone_from(&checkin.avatar_url);
+                r.updated_at = r.updated_at.max(at);
+            })
+            .or_insert_with(|| StepRecord {
+                open_gid: checkin.open_gid.clone(),
+                date: checkin.date.clone(),
+                openid: checkin.openid.clone(),
+                steps,
+                nick_name: checkin.nick_name.clone(),
+                avatar_url: checkin.avatar_url.clone(),
+                reached_at: at,
+                updated_at: at,
+            });
+        Ok(record.clone())
+    }
+
+    async fn ranking(
+        &self,
+        open_gid: &str,
+        date: &str,
+        limit: u32,
+    ) -> Result<Vec<StepRecord>, DataError> {
+        let inner = self.lock();
+        let Some(day) = inner.days.get(&(open_gid.to_owned(), date.to_owned())) else {
+            return Ok(Vec::new());
+        };
+        let mut records: Vec<&StepRecord> = day.values().collect();
+        records.sort_by(|a, b| ranking_order(a, b));
+        Ok(records
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+
+    async fn rank_of(
+        &self,
+        open_gid: &str,
+        date: &str,
+        openid: &str,
+    ) -> Result<Option<(u64, StepRecord)>, DataError> {
+        let inner = self.lock();
+        let Some(day) = inner.days.get(&(open_gid.to_owned(), date.to_owned())) else {
+            return Ok(None);
+        };
+        let Some(mine) = day.get(openid) else {
+            return Ok(None);
+        };
+        let ahead = day.values().filter(|r| ranking_order(r, mine) == Ordering::Less).count();
+        Ok(Some((ahead as u64 + 1, mine.clone())))
+    }
+
+    async fn participants(&self, open_gid: &str, date: &str) -> Result<u64, DataError> {
+        Ok(self
+            .lock()
+            .days
+            .get(&(open_gid.to_owned(), date.to_owned()))
+            .map_or(0, |day| day.len() as u64))
+    }
+
+    async fn ping(&self) -> Result<(), DataError> {
+        Ok(())
+    }
+}

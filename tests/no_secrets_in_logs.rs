@@ -1,0 +1,75 @@
+//! Nothing secret reaches the logs: AppSecret, codes, tokens, session keys.
+//! Captures every tracing event (all levels) of a run with good and failing
+//! logins; a test binary of its own because it installs a global subscriber.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use support::app::{APP_SECRET, AppOptions, raw_data, sign, spawn_app};
+use weapp_gateway::wechat::Faults;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_never_contain_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let app = spawn_app(AppOptions::redis("no_secrets")).await;
+    let mut secrets = vec![APP_SECRET.to_owned()];
+    let raw = raw_data("secretive");
+
+    let ok = app.mint("o_secretive_user");
+    assert_eq!(app.compat_login(&ok.code, &raw, &sign(&raw, &ok.session_key)).await.status, 200);
+    assert_eq!(app.compat_me(&ok.code).await.status, 200);
+    secrets.extend([ok.code.clone(), ok.session_key.clone()]);
+
+    let bad = app.mint("o_secretive_user");
+    app.compat_login(&bad.code, &raw, &sign(&raw, "wrong")).await;
+    secrets.extend([bad.code.clone(), bad.session_key.clone()]);
+
+    let t = app.mint("o_secretive_user");
+    let login = app.token_login(&json!({"code": t.code})).await;
+    let token = login.body["token"].as_str().unwrap().to_owned();
+    app.token_me(&token).await;
+    app.logout(&token).await;
+    secrets.extend([t.code.clone(), t.session_key.clone(), token]);
+
+    for faults in [
+        Faults { http_500: true, ..Faults::default() },
+        Faults { busy: 5, ..Faults::default() },
+        Faults { delay_ms: 3_000, ..Faults::default() },
+    ] {
+        app.fake.set_faults(faults);
+        let m = app.mint("o_secretive_user");
+        app.compat_login(&m.code, &raw, &sign(&raw, &m.session_key)).await;
+        secrets.extend([m.code.clone(), m.session_key.clone()]);
+    }
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("request"), "the access log should have lines:\n{logs}");
+    assert!(logs.contains("status=200") && logs.contains("status=504"), "{logs}");
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "log leaked {secret}:\n{logs}");
+    }
+    assert!(!logs.contains("o_secretive_user"), "raw openids must be hashed in logs:\n{logs}");
+}
