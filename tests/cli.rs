@@ -45,21 +45,22 @@ fn check_config_accepts_the_shipped_files_and_redacts_secrets() {
 fn check_config_names_bad_keys_and_refuses_unsafe_production() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[wechat]\napp_id = \"wx\"\napp_secret = \"s\"\n[session]\nstroe = \"redis\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[wechat]\napp_id = \"wx\"\napp_secret = \"s\"\n[session]\nstroe = \"redis\"\n",
+    )
+    .unwrap();
     let out = gateway().arg("check-config").arg("--config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("session.stroe"));
 
-    let out = gateway()
-        .arg("check-config")
-        .env("WEAPP__MODE", "production")
-        .output()
-        .unwrap();
+    let out = gateway().arg("check-config").env("WEAPP__MODE", "production").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("production") && stderr.contains("memory"), "{stderr}");
 
-    let out = gateway().arg("check-config").env("WEAPP__SERVER__LISTEN", "nowhere").output().unwrap();
+    let out =
+        gateway().arg("check-config").env("WEAPP__SERVER__LISTEN", "nowhere").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }

@@ -11,7 +11,8 @@ use support::redis::RedisServer;
 #[tokio::test]
 async fn redis_stopped_mid_test_gives_503_then_recovers() {
     let mut redis = RedisServer::start();
-    let app = spawn_app(AppOptions::redis_at(redis.url(), "outage").with("redis.timeout", "1s")).await;
+    let app =
+        spawn_app(AppOptions::redis_at(redis.url(), "outage").with("redis.timeout", "1s")).await;
     let minted = app.mint("o_outage");
     let raw = raw_data("outage");
     let sig = sign(&raw, &minted.session_key);

@@ -265,7 +265,8 @@ mod tests {
 
     #[tokio::test]
     async fn extractor_without_the_layer_says_so() {
-        let app: Router = Router::new().route("/me", get(|s: WxSession| async move { s.openid().to_owned() }));
+        let app: Router =
+            Router::new().route("/me", get(|s: WxSession| async move { s.openid().to_owned() }));
         let response = app.oneshot(Request::get("/me").body(Body::empty()).unwrap()).await.unwrap();
         let (status, body) = text(response).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
