@@ -8,24 +8,56 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
+use secrecy::SecretString;
+
+use crate::clock::Clock;
+use crate::notices::{NoticeStore, routes as notices};
+use crate::pk::{PkStore, routes as pk};
 use crate::session::{
     SessionError, UserTag, WxSession, WxSessionLayer, WxSessions, error_response,
 };
-use crate::wechat::FakeWeChat;
+use crate::wechat::{AccessTokens, FakeWeChat};
+use crate::{message, open_data};
 
 /// Where the embedded fake WeChat API is served in dev mode.
 pub const FAKE_WECHAT_PATH: &str = "/__wechat";
 
 /// What the handlers share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     /// The session engine (also behind the layer).
     pub sessions: Arc<WxSessions>,
+    /// The shared access token and the WeChat calls that need it.
+    pub tokens: AccessTokens,
+    /// The mini-program's AppID (the open-data watermark must match it).
+    pub app_id: String,
+    /// PK records and memberships.
+    pub pk: Arc<dyn PkStore>,
+    /// Notices.
+    pub notices: Arc<dyn NoticeStore>,
+    /// The timezone whose midnight starts a PK day.
+    pub pk_tz: chrono_tz::Tz,
+    /// Most entries in a ranking answer.
+    pub pk_ranking_limit: u32,
+    /// Run msgSecCheck on notice text.
+    pub content_security: bool,
+    /// Bearer token of the moderation routes.
+    pub admin_token: Option<SecretString>,
+    /// Message-push token.
+    pub message_token: Option<SecretString>,
+    /// "Now".
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("app_id", &self.app_id).finish_non_exhaustive()
+    }
 }
 
 /// The gateway's router: session routes under `base_path`, health checks,
@@ -33,11 +65,23 @@ pub struct AppState {
 /// session layer and the access log.
 pub fn router(state: AppState, base_path: &str, fake: Option<FakeWeChat>) -> Router {
     let layer = WxSessionLayer::new(state.sessions.clone());
-    let session_routes = Router::new().route("/session/me", get(me));
+    let routes = Router::new()
+        .route("/session/me", get(me))
+        .route("/open-data/decrypt", post(open_data::decrypt))
+        .route("/open-data/phone", post(open_data::phone))
+        .route("/pk/checkin", post(pk::checkin))
+        .route("/pk/groups", get(pk::groups))
+        .route("/pk/groups/{open_gid}/ranking", get(pk::ranking))
+        .route("/notices", post(notices::create).get(notices::feed))
+        .route("/notices/mine", get(notices::mine))
+        .route("/notices/{id}", patch(notices::update).delete(notices::delete))
+        .route("/message/check", get(message::check).post(message::push));
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest(base_path, session_routes)
+        .route("/admin/notices/{id}/ban", post(notices::ban))
+        .route("/admin/notices/{id}/unban", post(notices::unban))
+        .nest(base_path, routes)
         .fallback(not_found)
         .with_state(state);
     if let Some(fake) = fake {
@@ -60,10 +104,13 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the session store answers.
+/// `GET /readyz`: the session store answers (the data store's state is
+/// reported too, but session routes work without it, so it does not gate).
 async fn readyz(State(state): State<AppState>) -> Response {
+    let (pk, notices) = tokio::join!(state.pk.ping(), state.notices.ping());
+    let data = if pk.is_ok() && notices.is_ok() { "ok" } else { "unavailable" };
     match state.sessions.store().ping().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(json!({"status": "ready", "data": data})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             SessionError::StoreUnavailable.into_response()

@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::mongo::MongoConfig;
 use crate::session::{LoginRateLimit, SessionConfig};
 
 /// The config file used when none is given.
@@ -56,6 +57,89 @@ pub struct Config {
     /// Redis, when `session.store = "redis"`.
     #[serde(default)]
     pub redis: RedisSection,
+    /// Which data store holds PK records and notices.
+    #[serde(default)]
+    pub data: DataSection,
+    /// MongoDB, when `data.store = "mongodb"`.
+    #[serde(default)]
+    pub mongodb: MongoConfig,
+    /// Group step PK.
+    #[serde(default)]
+    pub pk: PkSection,
+    /// Notices.
+    #[serde(default)]
+    pub notices: NoticesSection,
+    /// WeChat message push.
+    #[serde(default)]
+    pub message: MessageSection,
+}
+
+/// Which data store to use.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DataStoreKind {
+    /// In process; lost on restart (dev only).
+    #[default]
+    Memory,
+    /// MongoDB (`[mongodb]`).
+    Mongodb,
+}
+
+/// `[data]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// `memory` or `mongodb`.
+    pub store: DataStoreKind,
+}
+
+/// `[pk]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PkSection {
+    /// IANA timezone whose midnight starts a new PK day.
+    pub timezone: String,
+    /// Days PK records are kept (a TTL index in MongoDB).
+    pub retention_days: u32,
+    /// Most entries a ranking answer lists (the caller's own entry is always added).
+    pub ranking_limit: u32,
+}
+
+impl Default for PkSection {
+    fn default() -> Self {
+        Self { timezone: "Asia/Shanghai".into(), retention_days: 30, ranking_limit: 100 }
+    }
+}
+
+impl PkSection {
+    /// The parsed timezone.
+    pub fn tz(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        self.timezone.parse().map_err(|_| {
+            ConfigError::Rejected(format!(
+                "pk.timezone `{}` is not an IANA timezone",
+                self.timezone
+            ))
+        })
+    }
+}
+
+/// `[notices]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoticesSection {
+    /// Check new and edited text with WeChat's msgSecCheck v2 first.
+    pub content_security: bool,
+    /// Bearer token of the moderation routes (`/admin/...`); unset disables them.
+    pub admin_token: Option<SecretString>,
+}
+
+/// `[message]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageSection {
+    /// The Token set in the mini-program's message-push settings; unset
+    /// disables `{base}/message/check`.
+    pub token: Option<SecretString>,
 }
 
 /// `[server]`.
@@ -246,6 +330,12 @@ impl Config {
                      be lost on restart and not shared between instances; use \"redis\"",
                 );
             }
+            if self.data.store == DataStoreKind::Memory {
+                return reject(
+                    "mode = \"production\" refuses data.store = \"memory\": PK records and \
+                     notices would be lost on restart; use \"mongodb\"",
+                );
+            }
             if self.wechat.fake {
                 return reject(
                     "mode = \"production\" refuses wechat.fake = true: logins would be checked \
@@ -281,6 +371,13 @@ impl Config {
             if d.is_zero() {
                 return Err(ConfigError::Rejected(format!("{key} must be greater than zero")));
             }
+        }
+        self.pk.tz()?;
+        if self.pk.retention_days == 0 || self.pk.ranking_limit == 0 {
+            return reject("pk.retention_days and pk.ranking_limit must be greater than zero");
+        }
+        if self.data.store == DataStoreKind::Mongodb && self.mongodb.database.trim().is_empty() {
+            return reject("mongodb.database is empty");
         }
         if self.session.store == StoreKind::Redis
             && url::Url::parse(self.redis.url.expose_secret()).is_err()
@@ -396,6 +493,12 @@ mod tests {
         let f = base()
             .merge(Serialized::default("mode", "production"))
             .merge(Serialized::default("session.store", "redis"));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("data.store"), "{e}");
+        let f = base()
+            .merge(Serialized::default("mode", "production"))
+            .merge(Serialized::default("session.store", "redis"))
+            .merge(Serialized::default("data.store", "mongodb"));
         let e = Config::from_figment(f).unwrap_err().to_string();
         assert!(e.contains("fake"), "{e}");
     }

@@ -7,13 +7,21 @@
 #![warn(missing_docs)]
 
 pub mod app;
+/// The injectable clock.
+pub mod clock;
 pub mod config;
 /// What the business data stores share (their error type).
 pub mod data;
+/// `AppError`, the handlers' error envelope, and envelope-speaking extractors.
+pub mod error;
+/// WeChat message push verification.
+pub mod message;
 /// MongoDB connection, config and indexes for the business data stores.
 pub mod mongo;
 /// Notices: users' posts, a public feed, private and banned states.
 pub mod notices;
+/// Open data decryption and phone numbers.
+pub mod open_data;
 /// Group step-count PK: daily leaderboards per WeChat group.
 pub mod pk;
 pub mod server;

@@ -10,11 +10,14 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::app::{AppState, FAKE_WECHAT_PATH, router};
-use crate::config::{Config, StoreKind};
+use crate::clock::Clock;
+use crate::config::{Config, DataStoreKind, StoreKind};
+use crate::notices::{MemoryNoticeStore, MongoNoticeStore, NoticeStore};
+use crate::pk::{MemoryPkStore, MongoPkStore, PkStore};
 use crate::session::store::{MemoryStore, RedisStore, RedisStoreConfig, SessionStore};
 use crate::session::{CodeExchanger, WxSessions};
 use crate::wechat::FakeWeChat;
-use crate::wechat::{WeChatClient, WeChatConfig};
+use crate::wechat::{AccessTokens, WeChatClient, WeChatConfig};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,11 @@ pub struct Application {
 impl Application {
     /// Bind the listener and assemble stores, WeChat client and routes.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// [`Application::build`] with an injected clock (tests stand at any instant).
+    pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, StartError> {
         let addr = config.server.listen;
         let listener =
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
@@ -82,12 +90,28 @@ impl Application {
             ),
         };
         let mut session_config = config.session_config();
+        // The admin routes carry their own bearer token, not a user's.
+        session_config.ignore.push("/admin/*".into());
         if fake.is_some() {
             session_config.ignore.push(format!("{FAKE_WECHAT_PATH}/*"));
         }
+        let (pk, notices) = data_stores(&config).await?;
+        let tokens = AccessTokens::new(client.clone(), store.clone());
         let exchanger: Arc<dyn CodeExchanger> = Arc::new(client);
         let sessions = Arc::new(WxSessions::new(store, exchanger, session_config));
-        let state = AppState { sessions };
+        let state = AppState {
+            sessions,
+            tokens,
+            app_id: config.wechat.app_id.clone(),
+            pk,
+            notices,
+            pk_tz: config.pk.tz()?,
+            pk_ranking_limit: config.pk.ranking_limit,
+            content_security: config.notices.content_security,
+            admin_token: config.notices.admin_token.clone(),
+            message_token: config.message.token.clone(),
+            clock,
+        };
         let router = router(state, &config.server.base_path, fake);
         tracing::info!(
             %local_addr,
@@ -134,6 +158,59 @@ impl Application {
                 tracing::warn!(?grace, "grace period over; closing remaining connections");
                 Ok(())
             }
+        }
+    }
+}
+
+/// The PK and notice stores the config asks for. MongoDB indexes are created
+/// before serving; when MongoDB is down at start-up the gateway still starts
+/// (session routes work, data routes answer 503) and index creation is
+/// retried in the background until it succeeds.
+async fn data_stores(
+    config: &Config,
+) -> Result<(Arc<dyn PkStore>, Arc<dyn NoticeStore>), StartError> {
+    match config.data.store {
+        DataStoreKind::Memory => {
+            Ok((Arc::new(MemoryPkStore::new()), Arc::new(MemoryNoticeStore::new())))
+        }
+        DataStoreKind::Mongodb => {
+            let db = crate::mongo::connect(&config.mongodb)
+                .await
+                .map_err(|e| StartError::Component(format!("mongodb: {e}")))?;
+            let op_timeout = config.mongodb.op_timeout;
+            let pk = MongoPkStore::new(db.clone(), op_timeout);
+            let notices = MongoNoticeStore::new(db, op_timeout);
+            let retention = config.pk.retention_days;
+            let init = {
+                let (pk, notices) = (pk.clone(), notices.clone());
+                move || {
+                    let (pk, notices) = (pk.clone(), notices.clone());
+                    async move {
+                        pk.init(retention).await?;
+                        notices.init().await
+                    }
+                }
+            };
+            if let Err(e) = init().await {
+                tracing::warn!(error = %e, "mongodb not ready at start-up; data routes answer 503 until it is");
+                tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(500);
+                    loop {
+                        tokio::time::sleep(delay).await;
+                        match init().await {
+                            Ok(()) => {
+                                tracing::info!("mongodb indexes ready");
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "mongodb indexes not ready; retrying");
+                                delay = (delay * 2).min(Duration::from_secs(30));
+                            }
+                        }
+                    }
+                });
+            }
+            Ok((Arc::new(pk), Arc::new(notices)))
         }
     }
 }

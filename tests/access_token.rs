@@ -5,7 +5,7 @@ mod support;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -78,6 +78,7 @@ async fn concurrent_checks(instances: &[AccessTokens], n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_on_two_instances_fetch_one_token() {
+    init_logs();
     let (fake, _addr, a, b) = two_instances("token_two_instances").await;
     concurrent_checks(&[a.clone(), b.clone()], 50).await;
     let stats = fake.stats();
@@ -90,6 +91,7 @@ async fn concurrent_calls_on_two_instances_fetch_one_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_token_is_refreshed_once_for_everyone() {
+    init_logs();
     let (fake, _addr, a, b) = two_instances("token_expired").await;
     concurrent_checks(&[a.clone(), b.clone()], 10).await;
     let before = a.access_token().await.expect("token");
@@ -127,6 +129,7 @@ async fn expired_token_is_refreshed_once_for_everyone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_is_refreshed_before_it_expires() {
+    init_logs();
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     fake.set_token_ttl(Duration::from_secs(3));
     let prefix = unique_prefix("token_early_refresh");
@@ -155,6 +158,7 @@ async fn token_is_refreshed_before_it_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_single_instance_fetches_one_token() {
+    init_logs();
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     let tokens = AccessTokens::with_config(
         client(addr, SECRET),
@@ -173,6 +177,7 @@ async fn memory_store_single_instance_fetches_one_token() {
 
 #[tokio::test]
 async fn msg_sec_check_risky_and_pass() {
+    init_logs();
     let (fake, addr, a, _b) = two_instances("token_sec_check").await;
     fake.set_risky_words(vec!["赌博".into(), "forbidden".into()]);
     let risky = a.msg_sec_check("o-1", "来一起赌博吧").await.expect("check");
@@ -205,6 +210,7 @@ async fn msg_sec_check_risky_and_pass() {
 
 #[tokio::test]
 async fn phone_number_happy_path_and_bad_codes() {
+    init_logs();
     let (fake, addr, a, _b) = two_instances("token_phone").await;
     let code = fake.mint_phone_code("13800138000", "86");
     let info = a.phone_number(&code).await.expect("phone");
@@ -238,6 +244,7 @@ async fn phone_number_happy_path_and_bad_codes() {
 
 #[tokio::test]
 async fn wrong_secret_is_40125_without_leaking_it() {
+    init_logs();
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     let wrong = "wrong-secret-value-123";
     let tokens = AccessTokens::with_config(
@@ -254,6 +261,7 @@ async fn wrong_secret_is_40125_without_leaking_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_refresh_is_shared_not_repeated_per_caller() {
+    init_logs();
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     fake.set_faults(Faults { delay_ms: 300, http_500: true, ..Faults::default() });
     let tokens = instance(addr, &unique_prefix("token_failed_refresh"), test_config());
@@ -276,6 +284,7 @@ async fn a_failed_refresh_is_shared_not_repeated_per_caller() {
 
 #[tokio::test]
 async fn an_abandoned_refresh_lock_only_delays_until_it_expires() {
+    init_logs();
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     let prefix = unique_prefix("token_abandoned_lock");
     // A crashed instance left the lock behind (never unlocked).
@@ -298,6 +307,7 @@ async fn an_abandoned_refresh_lock_only_delays_until_it_expires() {
 
 #[tokio::test]
 async fn a_corrupt_stored_token_is_replaced() {
+    init_logs();
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     let prefix = unique_prefix("token_corrupt");
     let store = redis_store(&prefix);
@@ -309,6 +319,7 @@ async fn a_corrupt_stored_token_is_replaced() {
 
 #[tokio::test]
 async fn unreachable_store_falls_back_to_wechat() {
+    init_logs();
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     let port = support::redis::free_port();
     let store: Arc<dyn SessionStore> = Arc::new(
@@ -326,7 +337,13 @@ async fn unreachable_store_falls_back_to_wechat() {
     assert_eq!(fake.stats().calls_to(STABLE_TOKEN), 1);
 }
 
-/// Captures this crate's logs (current-thread runtime: every task logs here).
+/// Everything this crate logs during this test binary (all levels).
+///
+/// A global subscriber, installed by every test before it logs anything: a
+/// per-test `set_default` subscriber misses events whose callsites other
+/// tests' threads register concurrently (tracing caches interest globally).
+static LOGS: OnceLock<Captured> = OnceLock::new();
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -340,17 +357,28 @@ impl Write for Captured {
     }
 }
 
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+fn init_logs() -> &'static Captured {
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("weapp_gateway=trace")
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        captured
+    })
+}
+
 #[tokio::test]
 async fn tokens_and_secret_never_reach_the_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("weapp_gateway=trace")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let logs = init_logs();
     let (fake, _addr, a, _b) = two_instances("token_logs").await;
     let first = a.access_token().await.expect("token");
     fake.expire_access_tokens();
@@ -359,11 +387,13 @@ async fn tokens_and_secret_never_reach_the_logs() {
     let second = a.access_token().await.expect("token");
     let _ = a.phone_number("bad-code").await;
 
-    let logs =
-        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
-    assert!(logs.contains("refreshed the WeChat access token"), "{logs}");
-    for secret in [SECRET, first.expose_secret(), second.expose_secret()] {
-        assert!(!logs.contains(secret), "leaked into logs: {logs}");
+    // Also covers what the other tests of this binary logged so far.
+    let text = logs.text();
+    assert!(text.contains("refreshed the WeChat access token"), "{text}");
+    assert!(text.contains("WeChat rejected the access token"), "{text}");
+    for secret in [SECRET, "wrong-secret-value-123", first.expose_secret(), second.expose_secret()]
+    {
+        assert!(!text.contains(secret), "leaked into logs: {text}");
     }
 }
 

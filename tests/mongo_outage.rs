@@ -127,18 +127,15 @@ async fn every_op_is_unavailable(s: &Stores, some_id: &str) -> Duration {
 async fn wait_until_available(s: &Stores, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        let pk = s.pk.ping().await;
-        let notices = s.notices.ping().await;
-        match (pk, notices) {
-            (Ok(()), Ok(())) => return started.elapsed(),
-            (pk, notices) if started.elapsed() < within => {
-                let _ = (pk, notices);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            (pk, notices) => {
-                panic!("stores did not recover within {within:?}: pk {pk:?}, notices {notices:?}")
-            }
+        let (pk, notices) = (s.pk.ping().await, s.notices.ping().await);
+        if pk.is_ok() && notices.is_ok() {
+            return started.elapsed();
         }
+        assert!(
+            started.elapsed() < within,
+            "stores did not recover within {within:?}: pk {pk:?}, notices {notices:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -177,11 +177,13 @@ async fn a_retry_on_another_instance_is_served_from_the_shared_store() {
     let a = spawn_app(AppOptions {
         store: support::app::StoreChoice::Redis { url: url.clone(), prefix: prefix.clone() },
         extra: vec![],
+        clock: None,
     })
     .await;
     let b = spawn_app(AppOptions {
         store: support::app::StoreChoice::Redis { url, prefix },
         extra: vec![],
+        clock: None,
     })
     .await;
     let minted = a.mint("o_multi");

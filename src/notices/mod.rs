@@ -4,6 +4,7 @@
 mod memory;
 mod model;
 mod mongo;
+pub mod routes;
 
 pub use memory::MemoryNoticeStore;
 pub use model::{NewNotice, Notice, NoticePatch, NoticeState, Visibility};

@@ -3,6 +3,7 @@
 mod memory;
 mod model;
 mod mongo;
+pub mod routes;
 
 pub use memory::MemoryPkStore;
 pub use model::{GroupRank, Membership, RankedEntry, StepCheckin, StepRecord};

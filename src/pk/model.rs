@@ -75,6 +75,7 @@ pub struct RankedEntry {
 #[serde(rename_all = "camelCase")]
 pub struct GroupRank {
     /// The group.
+    #[serde(rename = "openGId")]
     pub open_gid: String,
     /// The caller's rank today, if they checked in today.
     pub rank: Option<u64>,

@@ -9,9 +9,10 @@ use figment::providers::{Format, Serialized, Toml};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 use sha1::{Digest, Sha1};
+use weapp_gateway::clock::Clock;
 use weapp_gateway::config::Config;
 use weapp_gateway::server::Application;
-use weapp_gateway::wechat::{FakeWeChat, MintedCode};
+use weapp_gateway::wechat::{FakeWeChat, MintedCode, encrypt_open_data};
 
 /// The AppID every test app uses.
 pub const APP_ID: &str = "wx_test_appid";
@@ -30,12 +31,33 @@ pub enum StoreChoice {
 pub struct AppOptions {
     pub store: StoreChoice,
     pub extra: Vec<(&'static str, Value)>,
+    pub clock: Option<Clock>,
 }
 
 impl AppOptions {
     /// Memory store, defaults.
     pub fn memory() -> Self {
-        Self { store: StoreChoice::Memory, extra: Vec::new() }
+        Self { store: StoreChoice::Memory, extra: Vec::new(), clock: None }
+    }
+
+    /// PK records and notices in MongoDB at `uri`, in a database of this test's own.
+    pub fn mongo_at(self, uri: String, test: &str) -> Self {
+        self.with("data.store", "mongodb")
+            .with("mongodb.uri", uri)
+            .with("mongodb.database", super::mongo::unique_db(test))
+            .with("mongodb.op_timeout", "2s")
+            .with("mongodb.connect_timeout", "1s")
+    }
+
+    /// PK records and notices in the shared test MongoDB.
+    pub fn mongo(self, test: &str) -> Self {
+        self.mongo_at(super::mongo::mongo_uri(), test)
+    }
+
+    /// Run the app on this clock.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// Redis store on the shared test redis, with a prefix unique to `test`.
@@ -46,7 +68,7 @@ impl AppOptions {
     /// Redis store at `url`, with a prefix unique to `test`.
     pub fn redis_at(url: String, test: &str) -> Self {
         let prefix = super::redis::unique_prefix(test);
-        Self { store: StoreChoice::Redis { url, prefix }, extra: Vec::new() }
+        Self { store: StoreChoice::Redis { url, prefix }, extra: Vec::new(), clock: None }
     }
 
     /// Override one config key (dotted path).
@@ -95,7 +117,8 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         figment = figment.merge(Serialized::default(key, value));
     }
     let config = Config::from_figment(figment).expect("test config");
-    let app = Application::build(config).await.expect("build app");
+    let clock = options.clock.unwrap_or_else(Clock::system);
+    let app = Application::build_with_clock(config, clock).await.expect("build app");
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_with_shutdown(async move {
@@ -231,4 +254,73 @@ pub fn raw_data(nick: &str) -> String {
         "avatarUrl": "https://thirdwx.qlogo.cn/mmopen/vi_32/abc+def/132"
     })
     .to_string()
+}
+
+/// A logged-in test user (token dialect, with a signed profile).
+pub struct User {
+    pub openid: String,
+    pub token: String,
+    pub session_key: String,
+}
+
+impl User {
+    /// The auth header pair for this user.
+    pub fn auth(&self) -> (&'static str, &str) {
+        ("X-WX-Skey", self.token.as_str())
+    }
+
+    /// Encrypt `data` as WeChat would for this user (adds the watermark).
+    pub fn encrypt(&self, data: Value) -> Value {
+        encrypt_for(&self.session_key, data, APP_ID)
+    }
+}
+
+/// Encrypt `data` with `session_key` as WeChat does, watermarked for `appid`.
+pub fn encrypt_for(session_key: &str, mut data: Value, appid: &str) -> Value {
+    use base64::Engine;
+    if let Some(obj) = data.as_object_mut() {
+        obj.entry("watermark")
+            .or_insert(serde_json::json!({"appid": appid, "timestamp": 1_700_000_000}));
+    }
+    let mut iv = [0u8; 16];
+    getrandom::fill(&mut iv).expect("random iv");
+    let iv = base64::engine::general_purpose::STANDARD.encode(iv);
+    let encrypted = encrypt_open_data(session_key, &data, &iv).expect("encrypt");
+    serde_json::json!({"encryptedData": encrypted, "iv": iv})
+}
+
+impl TestApp {
+    /// Log `openid` in with a signed profile (nickName/avatarUrl) and return it.
+    pub async fn user(&self, openid: &str, nick: &str) -> User {
+        let minted = self.mint(openid);
+        let raw = serde_json::json!({"nickName": nick, "avatarUrl": format!("https://img.example/{nick}.png")})
+            .to_string();
+        let a = self
+            .token_login(&serde_json::json!({"code": minted.code, "rawData": raw, "signature": sign(&raw, &minted.session_key)}))
+            .await;
+        assert_eq!(a.status, 200, "login failed: {:?}", a.body);
+        User {
+            openid: openid.to_owned(),
+            token: a.body["token"].as_str().expect("token").to_owned(),
+            session_key: minted.session_key,
+        }
+    }
+
+    /// PATCH JSON to a path with headers.
+    pub async fn patch(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Answer {
+        let mut req = self.http.patch(format!("{}{path}", self.base)).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        answer(req.send().await.expect("request")).await
+    }
+
+    /// DELETE a path with headers.
+    pub async fn delete(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = self.http.delete(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        answer(req.send().await.expect("request")).await
+    }
 }

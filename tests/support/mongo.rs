@@ -33,13 +33,11 @@ fn python() -> PathBuf {
     Path::new(&home).join(".cache/secantusdb-0.7.0b3/bin/python")
 }
 
-/// A SecantusDB server on 127.0.0.1 with its own storage directory.
-/// Dropping it kills the server and deletes the storage.
+/// A SecantusDB server on 127.0.0.1 with its own directory (`empty.toml`,
+/// `data/`, `secantus.log`). Dropping it kills the server; the supervisor
+/// shell then deletes the directory (also when the test process dies).
 pub struct MongoServer {
     port: u16,
-    /// Holds `empty.toml`, `data/` and `secantus.log`; `None` once handed to
-    /// the supervisor shell for deletion (a server owned by a static).
-    dir: Option<tempfile::TempDir>,
     root: PathBuf,
     process: Option<Guarded>,
 }
@@ -47,34 +45,20 @@ pub struct MongoServer {
 impl MongoServer {
     /// Start a server on a port the OS picks and wait until it listens.
     pub fn start() -> Self {
-        Self::start_with(0, false)
+        Self::start_on(0)
     }
 
     /// Start a server on `port` (e.g. one a client was pointed at before).
     pub fn start_on(port: u16) -> Self {
-        Self::start_with(port, false)
-    }
-
-    /// A server for a static: the supervisor shell deletes its storage once
-    /// the test process has gone and the server has exited.
-    fn start_detached() -> Self {
-        Self::start_with(0, true)
-    }
-
-    fn start_with(port: u16, detached: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("secantus-test-")
             .tempdir()
             .expect("create a temp dir for SecantusDB");
-        let root = dir.path().to_path_buf();
-        std::fs::write(root.join("empty.toml"), "").expect("write an empty SecantusDB config");
-        let dir = if detached {
-            let _ = dir.keep();
-            None
-        } else {
-            Some(dir)
-        };
-        let mut server = Self { port, dir, root, process: None };
+        std::fs::write(dir.path().join("empty.toml"), "")
+            .expect("write an empty SecantusDB config");
+        // From now on the supervisor shell deletes it.
+        let root = dir.keep();
+        let mut server = Self { port, root, process: None };
         server.spawn(port);
         server
     }
@@ -82,7 +66,6 @@ impl MongoServer {
     fn spawn(&mut self, port: u16) {
         let log = self.root.join("secantus.log");
         let seen = std::fs::metadata(&log).map_or(0, |m| m.len());
-        let cleanup = self.dir.is_none().then_some(self.root.as_path());
         let root = &self.root;
         let args = [
             "-m".into(),
@@ -98,7 +81,7 @@ impl MongoServer {
             "--cache-size".into(),
             "256M".into(),
         ];
-        let process = spawn_guarded(python(), args, &log, cleanup)
+        let process = spawn_guarded(python(), args, &log, Some(root))
             .unwrap_or_else(|e| panic!("could not start SecantusDB: {e}"));
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -108,7 +91,7 @@ impl MongoServer {
                 return;
             }
             if !process.is_alive() || Instant::now() >= deadline {
-                process.kill();
+                process.kill(true);
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 panic!(
                     "SecantusDB (port {port}) did not listen within {READY_TIMEOUT:?}; log:\n{text}"
@@ -133,19 +116,20 @@ impl MongoServer {
         self.process.is_some()
     }
 
-    /// Stop the server gracefully and wait until its port is closed.
+    /// Stop the server gracefully (its data kept) and wait until its port
+    /// is closed.
     pub fn stop(&mut self) {
         if let Some(process) = self.process.take() {
-            process.stop(STOP_GRACE);
+            process.stop(STOP_GRACE, true);
         }
         self.wait_port_closed();
     }
 
-    /// Kill the server (SIGKILL, like a crash) and wait until its port is
-    /// closed.
+    /// Kill the server (SIGKILL, like a crash; what it had not flushed is
+    /// lost) and wait until its port is closed.
     pub fn kill(&mut self) {
         if let Some(process) = self.process.take() {
-            process.kill();
+            process.kill(true);
         }
         self.wait_port_closed();
     }
@@ -168,8 +152,11 @@ impl MongoServer {
 impl Drop for MongoServer {
     fn drop(&mut self) {
         // The storage is deleted right after: no need for a clean shutdown.
-        if let Some(process) = self.process.take() {
-            process.kill();
+        match self.process.take() {
+            Some(process) => process.kill(false),
+            None => {
+                let _ = std::fs::remove_dir_all(&self.root);
+            }
         }
     }
 }
@@ -200,7 +187,7 @@ pub fn mongo_uri() -> String {
         return uri;
     }
     static SHARED: OnceLock<MongoServer> = OnceLock::new();
-    SHARED.get_or_init(MongoServer::start_detached).uri()
+    SHARED.get_or_init(MongoServer::start).uri()
 }
 
 /// A database name of this test's own (`t_{test}_{random}`, at most 63

@@ -4,26 +4,26 @@
 //! from this process: when the test process goes away (normally, by a panic,
 //! or killed), the pipe closes and the shell stops the server, even one owned
 //! by a static (statics are never dropped). The shell can also delete a
-//! directory once the server has exited (for servers owned by statics).
+//! directory once the server has exited, unless told to keep it.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Starts `$@` in the background with its output appended to `$1`, prints its
-/// pid, waits for stdin to close, stops it (SIGTERM), then deletes `$2` if
-/// it is not empty.
+/// pid, waits for stdin to close, stops it (SIGTERM), then deletes `$2` if it
+/// is not empty, unless the line read from stdin was `keep`.
 const SUPERVISOR: &str = r#"
 log=$1; cleanup=$2; shift 2
 "$@" >>"$log" 2>&1 </dev/null &
 pid=$!
 echo "$pid"
-read _ignored
+read command
 kill "$pid" 2>/dev/null
 wait "$pid"
-if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi
+if [ -n "$cleanup" ] && [ "$command" != keep ]; then rm -rf "$cleanup"; fi
 "#;
 
 /// A server process under a supervisor shell; stop it with
@@ -38,7 +38,8 @@ pub struct Guarded {
 
 /// Start `program args...` under a supervisor shell, its stdout and stderr
 /// appended to `log`. When `cleanup` is given, the shell deletes that path
-/// after the server has exited.
+/// after the server has exited (unless stopped with `keep_files`), also
+/// when the test process dies.
 pub fn spawn_guarded<I, S>(
     program: impl AsRef<OsStr>,
     args: I,
@@ -70,7 +71,7 @@ where
     let pid = pid_line.trim().parse::<u32>().ok();
     let guarded = Guarded { shell, stdin, pid: pid.unwrap_or(0) };
     if pid.is_none() {
-        guarded.kill();
+        guarded.kill(false);
         return Err(format!("the supervisor shell printed no pid ({pid_line:?})"));
     }
     Ok(guarded)
@@ -88,9 +89,28 @@ impl Guarded {
     }
 
     /// Stop the server (SIGTERM) and wait until it has exited; SIGKILL it if
-    /// it takes longer than `grace`.
-    pub fn stop(mut self, grace: Duration) {
-        drop(self.stdin.take());
+    /// it takes longer than `grace`. `keep_files` keeps the `cleanup` path
+    /// (e.g. to restart on the same storage).
+    pub fn stop(self, grace: Duration, keep_files: bool) {
+        self.finish(false, keep_files, grace);
+    }
+
+    /// Kill the server (SIGKILL, like a crash) and wait for the shell.
+    pub fn kill(self, keep_files: bool) {
+        self.finish(true, keep_files, Duration::from_secs(5));
+    }
+
+    fn finish(mut self, hard: bool, keep_files: bool, grace: Duration) {
+        if hard {
+            self.signal_kill();
+        }
+        if let Some(mut stdin) = self.stdin.take() {
+            if keep_files {
+                let _ = stdin.write_all(b"keep\n").and_then(|()| stdin.flush());
+            }
+            // Closing stdin (or the line above) makes the shell stop it.
+            drop(stdin);
+        }
         let deadline = Instant::now() + grace;
         loop {
             match self.shell.try_wait() {
@@ -101,28 +121,20 @@ impl Guarded {
                 _ => break,
             }
         }
-        self.kill();
+        // Did not stop in time: kill both, hard.
+        self.signal_kill();
+        let _ = self.shell.kill();
+        let _ = self.shell.wait();
     }
 
-    /// Kill the server (SIGKILL, like a crash) and wait for the shell.
-    pub fn kill(mut self) {
-        if self.pid != 0 {
+    fn signal_kill(&self) {
+        if self.pid != 0 && self.is_alive() {
             let _ = Command::new("kill")
                 .arg("-KILL")
                 .arg(self.pid.to_string())
                 .stderr(Stdio::null())
                 .status();
         }
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.shell.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.shell.kill();
-        let _ = self.shell.wait();
     }
 }
 

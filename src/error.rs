@@ -1,0 +1,179 @@
+//! `AppError`: every handler error leaves in the session error envelope.
+//! Internal causes are logged, not sent.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::data::DataError;
+use crate::session::{SessionError, error_response};
+use crate::wechat::{DecryptError, WeChatError};
+
+/// Why a gateway handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A session-layer error (not logged in, store down…).
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The request is malformed or a value is out of range.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Encrypted data did not decrypt with the session's key.
+    #[error(
+        "the encrypted data could not be decrypted ({0}); the session_key has probably changed: \
+         call wx.login again, log in, and fetch the data again"
+    )]
+    Decrypt(DecryptError),
+    /// The caller is not a proven member of the group.
+    #[error("you are not a member of this group's PK; open the group's share card first")]
+    NotAMember,
+    /// The caller is not the notice's author.
+    #[error("only the author can change this notice")]
+    NotAuthor,
+    /// No such resource.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Content security judged the text risky.
+    #[error("the content did not pass WeChat's content security check")]
+    ContentRisky,
+    /// The admin token is missing or wrong.
+    #[error("this route needs the admin bearer token")]
+    AdminUnauthorized,
+    /// Message-push signature mismatch.
+    #[error("the WeChat signature does not match")]
+    BadPushSignature,
+    /// The data store did not answer within its bound.
+    #[error("the data store is unavailable; try again later")]
+    Storage(DataError),
+    /// A WeChat server API call failed.
+    #[error("a WeChat API call failed")]
+    WeChat(WeChatError),
+}
+
+impl AppError {
+    /// The envelope's `reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Session(e) => e.reason(),
+            Self::InvalidRequest(_) => "ERR_INVALID_REQUEST",
+            Self::Decrypt(_) => "ERR_DECRYPT_FAILED",
+            Self::NotAMember => "ERR_NOT_A_MEMBER",
+            Self::NotAuthor => "ERR_FORBIDDEN",
+            Self::NotFound(_) => "ERR_NOT_FOUND",
+            Self::ContentRisky => "ERR_CONTENT_RISKY",
+            Self::AdminUnauthorized => "ERR_ADMIN_UNAUTHORIZED",
+            Self::BadPushSignature => "ERR_BAD_SIGNATURE",
+            Self::Storage(_) => "ERR_STORAGE_UNAVAILABLE",
+            Self::WeChat(_) => "ERR_WECHAT_API_FAILED",
+        }
+    }
+
+    /// The honest status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Session(e) => e.status(),
+            Self::InvalidRequest(_) | Self::Decrypt(_) => StatusCode::BAD_REQUEST,
+            Self::NotAMember | Self::NotAuthor | Self::BadPushSignature => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::ContentRisky => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            Self::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::WeChat(WeChatError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Self::WeChat(WeChatError::Api { .. }) => StatusCode::BAD_REQUEST,
+            Self::WeChat(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn detail(&self) -> Value {
+        match self {
+            Self::WeChat(WeChatError::Api { errcode, errmsg }) => {
+                json!({"errcode": errcode, "errmsg": errmsg})
+            }
+            Self::Decrypt(e) => json!({"kind": format!("{e:?}")}),
+            _ => json!({}),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Session(e) => return e.clone().into_response(),
+            Self::Storage(e) => tracing::warn!(error = %e, "data store failed"),
+            Self::WeChat(e) => tracing::warn!(error = %e, "WeChat API call failed"),
+            _ => {}
+        }
+        error_response(self.status(), self.reason(), &self.to_string(), self.detail())
+    }
+}
+
+impl From<DataError> for AppError {
+    fn from(e: DataError) -> Self {
+        Self::Storage(e)
+    }
+}
+
+impl From<DecryptError> for AppError {
+    fn from(e: DecryptError) -> Self {
+        Self::Decrypt(e)
+    }
+}
+
+impl From<WeChatError> for AppError {
+    fn from(e: WeChatError) -> Self {
+        Self::WeChat(e)
+    }
+}
+
+/// `Json<T>` whose rejection is an [`AppError`] envelope (400), not axum's text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(e) => Err(AppError::InvalidRequest(json_rejection(&e))),
+        }
+    }
+}
+
+fn json_rejection(e: &JsonRejection) -> String {
+    format!("invalid JSON body: {}", e.body_text())
+}
+
+/// `Query<T>` whose rejection is an [`AppError`] envelope.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e: QueryRejection| AppError::InvalidRequest(e.body_text()))
+    }
+}
+
+/// `Path<T>` whose rejection is an [`AppError`] envelope.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AppPath<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e: PathRejection| AppError::InvalidRequest(e.body_text()))
+    }
+}

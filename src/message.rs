@@ -1,0 +1,62 @@
+//! WeChat message push: the server-URL check and pushed messages
+//! (PROTOCOL.md §4).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::error::{AppError, AppQuery};
+use crate::wechat::check_push_signature;
+
+/// The query WeChat signs.
+#[derive(Debug, Deserialize)]
+pub struct PushQuery {
+    /// SHA-1 of the sorted token, timestamp and nonce.
+    pub signature: String,
+    /// WeChat's timestamp.
+    pub timestamp: String,
+    /// WeChat's nonce.
+    pub nonce: String,
+    /// Echoed back on the URL check.
+    #[serde(default)]
+    pub echostr: Option<String>,
+}
+
+fn verify(state: &AppState, q: &PushQuery) -> Result<(), AppError> {
+    let Some(token) = &state.message_token else {
+        return Err(AppError::NotFound("message push (set message.token)"));
+    };
+    if check_push_signature(token.expose_secret(), &q.timestamp, &q.nonce, &q.signature) {
+        Ok(())
+    } else {
+        Err(AppError::BadPushSignature)
+    }
+}
+
+/// `GET {base}/message/check`: answers the bare `echostr` when the signature matches.
+pub async fn check(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<PushQuery>,
+) -> Result<Response, AppError> {
+    verify(&state, &q)?;
+    Ok(q.echostr.unwrap_or_default().into_response())
+}
+
+/// `POST {base}/message/check`: a pushed message; answers `success`.
+pub async fn push(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<PushQuery>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    verify(&state, &q)?;
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(msg) => {
+            let kind = msg.get("MsgType").and_then(|v| v.as_str()).unwrap_or("unknown");
+            tracing::info!(msg_type = kind, "message pushed");
+            Ok("success".into_response())
+        }
+        Err(_) => Err(AppError::InvalidRequest("a pushed message must be JSON".into())),
+    }
+}

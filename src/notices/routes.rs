@@ -1,0 +1,286 @@
+//! Notice endpoints: post, public feed, own list, author edits, moderation.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, StatusCode};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::AuthorChange;
+use super::model::{NewNotice, Notice, NoticePatch, Visibility};
+use crate::app::AppState;
+use crate::error::{AppError, AppJson, AppPath, AppQuery};
+use crate::open_data::profile;
+use crate::session::WxSession;
+
+/// Longest notice text, in characters.
+pub const MAX_CONTENT_CHARS: usize = 2000;
+/// Most photos per notice.
+pub const MAX_PHOTOS: usize = 4;
+/// Default and largest page size.
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 50;
+
+/// Body of `POST {base}/notices`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNotice {
+    /// 1–2000 characters.
+    pub content: String,
+    /// Up to 4 https URLs.
+    #[serde(default)]
+    pub photos: Vec<String>,
+    /// `public` (default) or `private`.
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
+}
+
+/// Body of `PATCH {base}/notices/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchNotice {
+    /// New text.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// New visibility.
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
+}
+
+/// Paging of the feed and own list: `limit` + `cursor`, or the original's
+/// `pageno` (from 1) + `pagesize`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// Page size (1–50, default 20).
+    pub limit: Option<u32>,
+    /// Opaque cursor from the previous page's `nextCursor`.
+    pub cursor: Option<String>,
+    /// The original's page number, from 1.
+    pub pageno: Option<u64>,
+    /// The original's page size.
+    pub pagesize: Option<u32>,
+}
+
+fn check_content(content: &str) -> Result<String, AppError> {
+    let trimmed = content.trim();
+    let chars = trimmed.chars().count();
+    if chars == 0 || chars > MAX_CONTENT_CHARS {
+        return Err(AppError::InvalidRequest(format!(
+            "content must be 1–{MAX_CONTENT_CHARS} characters (got {chars})"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn check_photos(photos: &[String]) -> Result<(), AppError> {
+    if photos.len() > MAX_PHOTOS {
+        return Err(AppError::InvalidRequest(format!("at most {MAX_PHOTOS} photos")));
+    }
+    for p in photos {
+        let ok = p.len() <= 2048
+            && url::Url::parse(p).is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
+        if !ok {
+            return Err(AppError::InvalidRequest(format!("photo is not an https URL: {p:.80}")));
+        }
+    }
+    Ok(())
+}
+
+fn check_id(id: &str) -> Result<(), AppError> {
+    if id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(AppError::InvalidRequest("a notice id is 24 hex characters".into()))
+    }
+}
+
+fn encode_cursor(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, AppError> {
+    let bad = || AppError::InvalidRequest("cursor is not one this server issued".into());
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let id = String::from_utf8(bytes).map_err(|_| bad())?;
+    check_id(&id).map_err(|_| bad())?;
+    Ok(id)
+}
+
+fn limit_of(limit: Option<u32>) -> Result<u32, AppError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        l @ 1..=MAX_LIMIT => Ok(l),
+        _ => Err(AppError::InvalidRequest(format!("limit must be 1–{MAX_LIMIT}"))),
+    }
+}
+
+fn page_answer(notices: Vec<Notice>, limit: u32, keyset: bool) -> Json<Value> {
+    let next = (keyset && notices.len() == limit as usize)
+        .then(|| notices.last().map(|n| encode_cursor(&n.id)))
+        .flatten();
+    Json(json!({ "notices": notices, "nextCursor": next }))
+}
+
+async fn content_check(state: &AppState, openid: &str, content: &str) -> Result<(), AppError> {
+    if state.content_security && !state.tokens.msg_sec_check(openid, content).await?.is_pass() {
+        return Err(AppError::ContentRisky);
+    }
+    Ok(())
+}
+
+/// `POST {base}/notices`: 201 with the stored notice.
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    State(state): State<AppState>,
+    session: WxSession,
+    AppJson(body): AppJson<CreateNotice>,
+) -> Result<Response, AppError> {
+    let content = check_content(&body.content)?;
+    check_photos(&body.photos)?;
+    content_check(&state, session.openid(), &content).await?;
+    let (nick, avatar) = profile(&session);
+    let notice = state
+        .notices
+        .insert(NewNotice {
+            author_openid: session.openid().to_owned(),
+            author_nick_name: nick,
+            author_avatar_url: avatar,
+            content,
+            photos: body.photos,
+            visibility: body.visibility.unwrap_or(Visibility::Public),
+            created_at: state.clock.now(),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(notice)).into_response())
+}
+
+/// `GET {base}/notices`: the public feed, newest first.
+#[tracing::instrument(skip_all)]
+pub async fn feed(
+    State(state): State<AppState>,
+    AppQuery(page): AppQuery<Page>,
+) -> Result<Json<Value>, AppError> {
+    if let Some(pageno) = page.pageno {
+        if pageno == 0 || page.cursor.is_some() {
+            return Err(AppError::InvalidRequest("pageno starts at 1 and excludes cursor".into()));
+        }
+        let limit = limit_of(page.pagesize.or(page.limit))?;
+        let notices = state.notices.feed_offset((pageno - 1) * u64::from(limit), limit).await?;
+        return Ok(page_answer(notices, limit, false));
+    }
+    let limit = limit_of(page.limit)?;
+    let before = page.cursor.as_deref().map(decode_cursor).transpose()?;
+    let notices = state.notices.feed(before.as_deref(), limit).await?;
+    Ok(page_answer(notices, limit, true))
+}
+
+/// `GET {base}/notices/mine`: the caller's notices in every state.
+#[tracing::instrument(skip_all)]
+pub async fn mine(
+    State(state): State<AppState>,
+    session: WxSession,
+    AppQuery(page): AppQuery<Page>,
+) -> Result<Json<Value>, AppError> {
+    let limit = limit_of(page.limit.or(page.pagesize))?;
+    let before = page.cursor.as_deref().map(decode_cursor).transpose()?;
+    let notices = state.notices.by_author(session.openid(), before.as_deref(), limit).await?;
+    Ok(page_answer(notices, limit, true))
+}
+
+fn author_result<T>(change: AuthorChange<T>) -> Result<T, AppError> {
+    match change {
+        AuthorChange::Done(v) => Ok(v),
+        AuthorChange::NotFound => Err(AppError::NotFound("notice")),
+        AuthorChange::NotAuthor => Err(AppError::NotAuthor),
+    }
+}
+
+/// `PATCH {base}/notices/{id}`: author only.
+#[tracing::instrument(skip_all)]
+pub async fn update(
+    State(state): State<AppState>,
+    session: WxSession,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<PatchNotice>,
+) -> Result<Json<Notice>, AppError> {
+    check_id(&id)?;
+    let content = body.content.as_deref().map(check_content).transpose()?;
+    if content.is_none() && body.visibility.is_none() {
+        return Err(AppError::InvalidRequest("send `content` and/or `visibility`".into()));
+    }
+    if let Some(c) = &content {
+        // Check authorship before spending a content-security call.
+        match state.notices.get(&id).await? {
+            None => return Err(AppError::NotFound("notice")),
+            Some(n) if n.author_openid != session.openid() => return Err(AppError::NotAuthor),
+            Some(_) => content_check(&state, session.openid(), c).await?,
+        }
+    }
+    let patch = NoticePatch { content, visibility: body.visibility };
+    Ok(Json(author_result(state.notices.update(&id, session.openid(), &patch).await?)?))
+}
+
+/// `DELETE {base}/notices/{id}`: author only.
+#[tracing::instrument(skip_all)]
+pub async fn delete(
+    State(state): State<AppState>,
+    session: WxSession,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<Value>, AppError> {
+    check_id(&id)?;
+    author_result(state.notices.delete(&id, session.openid()).await?)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(expected) = &state.admin_token else {
+        return Err(AppError::AdminUnauthorized);
+    };
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+        Ok(())
+    } else {
+        Err(AppError::AdminUnauthorized)
+    }
+}
+
+async fn moderate(
+    state: AppState,
+    headers: HeaderMap,
+    id: String,
+    banned: bool,
+) -> Result<Json<Notice>, AppError> {
+    require_admin(&state, &headers)?;
+    check_id(&id)?;
+    let notice =
+        state.notices.set_banned(&id, banned).await?.ok_or(AppError::NotFound("notice"))?;
+    tracing::info!(banned, "notice moderated");
+    Ok(Json(notice))
+}
+
+/// `POST /admin/notices/{id}/ban` (admin bearer token).
+pub async fn ban(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<Notice>, AppError> {
+    moderate(state, headers, id, true).await
+}
+
+/// `POST /admin/notices/{id}/unban` (admin bearer token).
+pub async fn unban(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<Notice>, AppError> {
+    moderate(state, headers, id, false).await
+}

@@ -1,0 +1,241 @@
+//! PK endpoints: check in with decrypted WeRun steps, read a group's ranking,
+//! list the caller's groups.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::model::{GroupRank, RankedEntry, StepCheckin};
+use crate::app::AppState;
+use crate::error::{AppError, AppJson, AppPath, AppQuery};
+use crate::open_data::{Encrypted, profile};
+use crate::session::WxSession;
+
+/// Most groups `GET {base}/pk/groups` lists.
+const MAX_GROUPS: usize = 200;
+
+/// `YYYY-MM-DD` of `at` in `tz`.
+pub fn date_in(tz: Tz, at: DateTime<Utc>) -> String {
+    at.with_timezone(&tz).format("%Y-%m-%d").to_string()
+}
+
+/// Body of `POST {base}/pk/checkin`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckinRequest {
+    /// The share ticket's encrypted info (proves membership; gives openGId).
+    #[serde(default)]
+    pub share: Option<Encrypted>,
+    /// A group already proven, instead of `share`.
+    #[serde(default)]
+    pub open_g_id: Option<String>,
+    /// The encrypted WeRun data (`wx.getWeRunData`).
+    pub werun: Encrypted,
+}
+
+/// A group's ranking as clients see it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RankingResponse {
+    /// The group.
+    pub open_g_id: String,
+    /// The day ranked.
+    pub date: String,
+    /// Everyone's entries (top `pk.ranking_limit`).
+    pub entries: Vec<RankedEntry>,
+    /// The caller's own entry, if they checked in that day.
+    pub me: Option<RankedEntry>,
+    /// How many members checked in that day.
+    pub participants: u64,
+}
+
+/// Today's steps from decrypted WeRun data: the `stepInfoList` entry whose
+/// timestamp falls on `today` in `tz`.
+fn todays_steps(werun: &Value, tz: Tz, today: &str) -> Result<u64, AppError> {
+    let list = werun
+        .get("stepInfoList")
+        .and_then(Value::as_array)
+        .ok_or_else(|| AppError::InvalidRequest("the WeRun data has no stepInfoList".into()))?;
+    for item in list {
+        let ts = item.get("timestamp").and_then(Value::as_i64);
+        let step = item.get("step").and_then(Value::as_u64);
+        if let (Some(ts), Some(step)) = (ts, step)
+            && let Some(at) = Utc.timestamp_opt(ts, 0).single()
+            && date_in(tz, at) == today
+        {
+            return Ok(step);
+        }
+    }
+    Err(AppError::InvalidRequest(format!(
+        "the WeRun data has no entry for today ({today}); call wx.getWeRunData again"
+    )))
+}
+
+fn valid_gid(gid: &str) -> Result<(), AppError> {
+    if gid.is_empty() || gid.len() > 128 || !gid.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AppError::InvalidRequest("openGId is malformed".into()));
+    }
+    Ok(())
+}
+
+/// `POST {base}/pk/checkin`: records today's steps in the group, answers its ranking.
+#[tracing::instrument(skip_all)]
+pub async fn checkin(
+    State(state): State<AppState>,
+    session: WxSession,
+    AppJson(body): AppJson<CheckinRequest>,
+) -> Result<Json<RankingResponse>, AppError> {
+    let open_gid = match (&body.share, &body.open_g_id) {
+        (Some(share), _) => {
+            let info = state.decrypt(&session, share)?;
+            let gid = info
+                .get("openGId")
+                .and_then(Value::as_str)
+                .ok_or_else(|| AppError::InvalidRequest("the share info has no openGId".into()))?;
+            valid_gid(gid)?;
+            state.pk.add_membership(gid, session.openid()).await?;
+            gid.to_owned()
+        }
+        (None, Some(gid)) => {
+            valid_gid(gid)?;
+            if !state.pk.is_member(gid, session.openid()).await? {
+                return Err(AppError::NotAMember);
+            }
+            gid.clone()
+        }
+        (None, None) => {
+            return Err(AppError::InvalidRequest(
+                "send `share` (the encrypted share info) or an already joined `openGId`".into(),
+            ));
+        }
+    };
+    let werun = state.decrypt(&session, &body.werun)?;
+    let now = state.clock.now();
+    let today = date_in(state.pk_tz, now);
+    let steps = todays_steps(&werun, state.pk_tz, &today)?;
+    let (nick_name, avatar_url) = profile(&session);
+    let checkin = StepCheckin {
+        open_gid: open_gid.clone(),
+        date: today.clone(),
+        openid: session.openid().to_owned(),
+        steps,
+        nick_name,
+        avatar_url,
+        at: now,
+    };
+    state.pk.upsert_steps(&checkin).await?;
+    Ok(Json(ranking_of(&state, &open_gid, &today, session.openid()).await?))
+}
+
+async fn ranking_of(
+    state: &AppState,
+    gid: &str,
+    date: &str,
+    me: &str,
+) -> Result<RankingResponse, AppError> {
+    let records = state.pk.ranking(gid, date, state.pk_ranking_limit).await?;
+    let entries: Vec<RankedEntry> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RankedEntry {
+            rank: i as u64 + 1,
+            nick_name: r.nick_name.clone(),
+            avatar_url: r.avatar_url.clone(),
+            steps: r.steps,
+            is_me: r.openid == me,
+        })
+        .collect();
+    let mine = match entries.iter().find(|e| e.is_me) {
+        Some(e) => Some(e.clone()),
+        None => state.pk.rank_of(gid, date, me).await?.map(|(rank, r)| RankedEntry {
+            rank,
+            nick_name: r.nick_name,
+            avatar_url: r.avatar_url,
+            steps: r.steps,
+            is_me: true,
+        }),
+    };
+    let participants = state.pk.participants(gid, date).await?;
+    Ok(RankingResponse {
+        open_g_id: gid.to_owned(),
+        date: date.to_owned(),
+        entries,
+        me: mine,
+        participants,
+    })
+}
+
+/// Query of the ranking route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankingQuery {
+    /// `YYYY-MM-DD`; default today in the PK timezone.
+    #[serde(default)]
+    pub date: Option<String>,
+}
+
+/// `GET {base}/pk/groups/{openGId}/ranking?date=`: members only.
+#[tracing::instrument(skip_all)]
+pub async fn ranking(
+    State(state): State<AppState>,
+    session: WxSession,
+    AppPath(gid): AppPath<String>,
+    AppQuery(q): AppQuery<RankingQuery>,
+) -> Result<Json<RankingResponse>, AppError> {
+    valid_gid(&gid)?;
+    let date = match q.date {
+        Some(d) => NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+            .map_err(|_| AppError::InvalidRequest("date must be YYYY-MM-DD".into()))?
+            .format("%Y-%m-%d")
+            .to_string(),
+        None => date_in(state.pk_tz, state.clock.now()),
+    };
+    if !state.pk.is_member(&gid, session.openid()).await? {
+        return Err(AppError::NotAMember);
+    }
+    Ok(Json(ranking_of(&state, &gid, &date, session.openid()).await?))
+}
+
+/// `GET {base}/pk/groups`: the caller's groups with their rank today.
+#[tracing::instrument(skip_all)]
+pub async fn groups(
+    State(state): State<AppState>,
+    session: WxSession,
+) -> Result<Json<Value>, AppError> {
+    let today = date_in(state.pk_tz, state.clock.now());
+    let mut groups = Vec::new();
+    for m in state.pk.memberships(session.openid()).await?.into_iter().take(MAX_GROUPS) {
+        let mine = state.pk.rank_of(&m.open_gid, &today, session.openid()).await?;
+        let participants = state.pk.participants(&m.open_gid, &today).await?;
+        groups.push(GroupRank {
+            open_gid: m.open_gid,
+            rank: mine.as_ref().map(|(rank, _)| *rank),
+            steps: mine.map(|(_, r)| r.steps),
+            participants,
+        });
+    }
+    Ok(Json(serde_json::json!({ "date": today, "groups": groups })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shanghai_day_starts_while_utc_is_still_yesterday() {
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 21, 16, 30, 0).unwrap();
+        assert_eq!(date_in(tz, at), "2026-11-22");
+        let werun = serde_json::json!({"stepInfoList": [
+            {"timestamp": Utc.with_ymd_and_hms(2026, 11, 20, 16, 0, 0).unwrap().timestamp(), "step": 10},
+            {"timestamp": Utc.with_ymd_and_hms(2026, 11, 21, 16, 0, 0).unwrap().timestamp(), "step": 42},
+        ]});
+        assert_eq!(todays_steps(&werun, tz, "2026-11-22").unwrap(), 42);
+        assert_eq!(todays_steps(&werun, tz, "2026-11-21").unwrap(), 10);
+        assert!(todays_steps(&werun, tz, "2026-11-23").is_err());
+        assert!(todays_steps(&serde_json::json!({}), tz, "2026-11-23").is_err());
+    }
+}

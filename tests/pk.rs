@@ -1,0 +1,214 @@
+//! Group step PK over real HTTP, with PK records in MongoDB: membership proven
+//! by the decrypted share ticket, steps only from decrypted WeRun data, daily
+//! rankings in Asia/Shanghai.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Value, json};
+use support::app::{AppOptions, TestApp, User, spawn_app};
+use weapp_gateway::clock::Clock;
+
+/// A clock the test moves by hand.
+fn manual_clock(start: DateTime<Utc>) -> (Clock, Arc<Mutex<DateTime<Utc>>>) {
+    let now = Arc::new(Mutex::new(start));
+    let read = now.clone();
+    (Clock::from_fn(move || *read.lock().unwrap()), now)
+}
+
+/// WeRun data as WeChat sends it: one entry per day, stamped at Shanghai midnight.
+fn werun(days: &[(DateTime<Utc>, u64)]) -> Value {
+    let list: Vec<Value> =
+        days.iter().map(|(at, step)| json!({"timestamp": at.timestamp(), "step": step})).collect();
+    json!({"stepInfoList": list})
+}
+
+fn shanghai_midnight(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    // 00:00 in Asia/Shanghai (UTC+8, no DST) is 16:00 UTC the day before.
+    Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap() - chrono::Duration::hours(8)
+}
+
+async fn checkin(
+    app: &TestApp,
+    user: &User,
+    gid: Option<&str>,
+    steps_today: (DateTime<Utc>, u64),
+) -> support::app::Answer {
+    let mut body = json!({"werun": user.encrypt(werun(&[steps_today]))});
+    if let Some(g) = gid {
+        body["share"] = user.encrypt(json!({"openGId": g}));
+    }
+    app.post("/applet/pk/checkin", &[user.auth()], &body).await
+}
+
+#[tokio::test]
+async fn members_check_in_and_see_an_isolated_daily_ranking() {
+    let at = Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap(); // 12:00 Shanghai
+    for options in [AppOptions::redis("pk_rank").mongo("pk_rank"), AppOptions::redis("pk_rank_mem")]
+    {
+        let (clock, now) = manual_clock(at);
+        let app = spawn_app(options.clock(clock)).await;
+        let today = shanghai_midnight(2026, 11, 22);
+        let alice = app.user("o_alice_pk", "alice").await;
+        let bob = app.user("o_bob_pk", "bob").await;
+        let carol = app.user("o_carol_pk", "carol").await;
+
+        let a = checkin(&app, &alice, Some("G_one"), (today, 8_000)).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        assert_eq!(a.body["date"], "2026-11-22");
+        assert_eq!(a.body["me"]["rank"], 1);
+        assert_eq!(a.body["me"]["steps"], 8_000);
+        assert_eq!(a.body["me"]["isMe"], true);
+
+        *now.lock().unwrap() = at + chrono::Duration::minutes(1);
+        let b = checkin(&app, &bob, Some("G_one"), (today, 9_000)).await;
+        assert_eq!(b.body["me"]["rank"], 1);
+        // carol reaches 8000 later than alice: the tie goes to alice.
+        *now.lock().unwrap() = at + chrono::Duration::minutes(2);
+        let c = checkin(&app, &carol, Some("G_one"), (today, 8_000)).await;
+        assert_eq!(c.body["me"]["rank"], 3);
+        let names: Vec<&str> = c.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["nickName"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["bob", "alice", "carol"]);
+        assert_eq!(c.body["participants"], 3);
+        let text = c.body.to_string();
+        assert!(
+            !text.contains("o_alice_pk") && !text.contains("o_bob_pk"),
+            "openids leaked: {text}"
+        );
+
+        // A later check-in without the share: the group was proven before.
+        let again = app
+            .post(
+                "/applet/pk/checkin",
+                &[alice.auth()],
+                &json!({"openGId": "G_one", "werun": alice.encrypt(werun(&[(today, 12_000)]))}),
+            )
+            .await;
+        assert_eq!(again.status, 200, "{:?}", again.body);
+        assert_eq!(again.body["me"]["rank"], 1);
+
+        // Another group is a separate ranking.
+        let other = checkin(&app, &carol, Some("G_two"), (today, 100)).await;
+        assert_eq!(other.body["participants"], 1);
+        assert_eq!(other.body["me"]["rank"], 1);
+
+        let r = app.get("/applet/pk/groups/G_one/ranking", &[bob.auth()]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["me"]["rank"], 2);
+        assert_eq!(r.body["entries"][0]["steps"], 12_000);
+        assert_eq!(r.body["entries"][0]["isMe"], false);
+
+        let groups = app.get("/applet/pk/groups", &[carol.auth()]).await;
+        let mut list: Vec<(String, Value)> = groups.body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| (g["openGId"].as_str().unwrap().to_owned(), g["rank"].clone()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(list, [("G_one".to_owned(), json!(3)), ("G_two".to_owned(), json!(1))]);
+    }
+}
+
+#[tokio::test]
+async fn non_members_are_refused_and_steps_come_only_from_werun() {
+    let (clock, _) = manual_clock(Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap());
+    let app = spawn_app(AppOptions::redis("pk_refuse").mongo("pk_refuse").clock(clock)).await;
+    let sh_today = shanghai_midnight(2026, 11, 22);
+    let (clock_user, outsider) =
+        (app.user("o_member", "m").await, app.user("o_outsider", "x").await);
+    let a = checkin(&app, &clock_user, Some("G_private"), (sh_today, 500)).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+
+    let r = app.get("/applet/pk/groups/G_private/ranking", &[outsider.auth()]).await;
+    assert_eq!((r.status, r.reason()), (403, Some("ERR_NOT_A_MEMBER")));
+    let c = app
+        .post(
+            "/applet/pk/checkin",
+            &[outsider.auth()],
+            &json!({"openGId": "G_private", "werun": outsider.encrypt(werun(&[(sh_today, 99_999)]))}),
+        )
+        .await;
+    assert_eq!((c.status, c.reason()), (403, Some("ERR_NOT_A_MEMBER")));
+
+    // A number in the request is not a step count.
+    let forged = app
+        .post(
+            "/applet/pk/checkin",
+            &[clock_user.auth()],
+            &json!({"openGId": "G_private", "steps": 99_999, "werun": clock_user.encrypt(werun(&[(sh_today, 1)]))}),
+        )
+        .await;
+    assert_eq!((forged.status, forged.reason()), (400, Some("ERR_INVALID_REQUEST")));
+    // WeRun encrypted with someone else's key does not decrypt.
+    let stolen = app
+        .post(
+            "/applet/pk/checkin",
+            &[clock_user.auth()],
+            &json!({"openGId": "G_private", "werun": outsider.encrypt(werun(&[(sh_today, 99_999)]))}),
+        )
+        .await;
+    assert_eq!((stolen.status, stolen.reason()), (400, Some("ERR_DECRYPT_FAILED")));
+    let r = app.get("/applet/pk/groups/G_private/ranking", &[clock_user.auth()]).await;
+    assert_eq!(r.body["me"]["steps"], 500);
+
+    for bad in ["?date=2026-13-01", "?date=yesterday", "?when=now"] {
+        let r = app
+            .get(&format!("/applet/pk/groups/G_private/ranking{bad}"), &[clock_user.auth()])
+            .await;
+        assert_eq!((r.status, r.reason()), (400, Some("ERR_INVALID_REQUEST")), "{bad}");
+    }
+    let none = app
+        .post(
+            "/applet/pk/checkin",
+            &[clock_user.auth()],
+            &json!({"werun": clock_user.encrypt(werun(&[]))}),
+        )
+        .await;
+    assert_eq!((none.status, none.reason()), (400, Some("ERR_INVALID_REQUEST")));
+    let anon = app.get("/applet/pk/groups", &[]).await;
+    assert_eq!((anon.status, anon.reason()), (401, Some("ERR_NOT_LOGGED_IN")));
+}
+
+#[tokio::test]
+async fn the_day_turns_at_shanghai_midnight_while_utc_is_still_yesterday() {
+    // 23:30 in Shanghai on the 21st (15:30 UTC).
+    let (clock, now) = manual_clock(Utc.with_ymd_and_hms(2026, 11, 21, 15, 30, 0).unwrap());
+    let app = spawn_app(AppOptions::redis("pk_midnight").mongo("pk_midnight").clock(clock)).await;
+    let user = app.user("o_night", "night").await;
+    let d21 = shanghai_midnight(2026, 11, 21);
+    let d22 = shanghai_midnight(2026, 11, 22);
+    let before = checkin(&app, &user, Some("G_night"), (d21, 5_000)).await;
+    assert_eq!(before.status, 200, "{:?}", before.body);
+    assert_eq!(before.body["date"], "2026-11-21");
+
+    // 00:30 in Shanghai on the 22nd; UTC is still the 21st (16:30).
+    *now.lock().unwrap() = Utc.with_ymd_and_hms(2026, 11, 21, 16, 30, 0).unwrap();
+    let fresh = app.get("/applet/pk/groups/G_night/ranking", &[user.auth()]).await;
+    assert_eq!(fresh.body["date"], "2026-11-22");
+    assert_eq!(fresh.body["entries"], json!([]));
+    assert_eq!(fresh.body["me"], Value::Null);
+    // Yesterday's WeRun data has no entry for the new day.
+    let stale = checkin(&app, &user, Some("G_night"), (d21, 5_000)).await;
+    assert_eq!((stale.status, stale.reason()), (400, Some("ERR_INVALID_REQUEST")));
+
+    let after = app
+        .post(
+            "/applet/pk/checkin",
+            &[user.auth()],
+            &json!({"openGId": "G_night", "werun": user.encrypt(werun(&[(d21, 5_000), (d22, 300)]))}),
+        )
+        .await;
+    assert_eq!(after.body["date"], "2026-11-22");
+    assert_eq!(after.body["me"]["steps"], 300);
+    let yesterday =
+        app.get("/applet/pk/groups/G_night/ranking?date=2026-11-21", &[user.auth()]).await;
+    assert_eq!(yesterday.body["me"]["steps"], 5_000);
+}
