@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 
 use secrecy::SecretString;
@@ -19,7 +21,7 @@ use crate::clock::Clock;
 use crate::notices::{NoticeStore, routes as notices};
 use crate::pk::{PkStore, routes as pk};
 use crate::session::{
-    SessionError, UserTag, WxSession, WxSessionLayer, WxSessions, error_response,
+    ClientIp, SessionError, UserTag, WxSession, WxSessionLayer, WxSessions, error_response,
 };
 use crate::wechat::{AccessTokens, FakeWeChat};
 use crate::{message, open_data};
@@ -52,6 +54,8 @@ pub struct AppState {
     pub message_token: Option<SecretString>,
     /// "Now".
     pub clock: Clock,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[IpAddr]>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -65,6 +69,7 @@ impl std::fmt::Debug for AppState {
 /// session layer and the access log.
 pub fn router(state: AppState, base_path: &str, fake: Option<FakeWeChat>) -> Router {
     let layer = WxSessionLayer::new(state.sessions.clone());
+    let trusted = state.trusted_proxies.clone();
     let routes = Router::new()
         .route("/session/me", get(me))
         .route("/open-data/decrypt", post(open_data::decrypt))
@@ -87,7 +92,7 @@ pub fn router(state: AppState, base_path: &str, fake: Option<FakeWeChat>) -> Rou
     if let Some(fake) = fake {
         app = app.nest(FAKE_WECHAT_PATH, fake.router());
     }
-    app.layer(layer).layer(middleware::from_fn(access_log))
+    app.layer(layer).layer(middleware::from_fn_with_state(trusted, access_log))
 }
 
 /// `GET {base}/session/me`: the current user's info.
@@ -122,10 +127,42 @@ async fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", "no such route", json!({}))
 }
 
+/// The client's address: the socket peer, or — only when the peer is a
+/// trusted proxy — the right-most `X-Forwarded-For` entry that is not itself
+/// a trusted proxy (entries further left are client-controlled).
+pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else { return Some(client) };
+        for hop in text.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if trusted.contains(&ip) => client = ip,
+                Ok(ip) => return Some(ip),
+                Err(_) => return Some(client),
+            }
+        }
+    }
+    Some(client)
+}
+
 /// One log line per request: method, path (never the query), status,
-/// latency and a hashed user tag. Never codes, tokens or keys.
-async fn access_log(request: Request, next: Next) -> Response {
+/// latency, client address and a hashed user tag. Never codes, tokens or
+/// keys. Also establishes the [`ClientIp`] the session layer rate-limits by.
+async fn access_log(
+    State(trusted): State<Arc<[IpAddr]>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = client_ip(peer, request.headers(), &trusted);
+    if let Some(ip) = client {
+        request.extensions_mut().insert(ClientIp(ip));
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
@@ -136,8 +173,38 @@ async fn access_log(request: Request, next: Next) -> Response {
         path,
         status = response.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        client = %client.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
         user,
         "request"
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_peers() {
+        let nginx: IpAddr = "127.0.0.1".parse().unwrap();
+        let trusted = [nginx];
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        let spoofed = xff("198.51.100.1, 203.0.113.7");
+        // From nginx: the right-most untrusted hop is the client.
+        assert_eq!(client_ip(Some(nginx), &spoofed, &trusted), Some(client));
+        // From anyone else: the header is ignored.
+        let other: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(client_ip(Some(other), &spoofed, &trusted), Some(other));
+        // Trusted peer without the header, or with garbage: the peer.
+        assert_eq!(client_ip(Some(nginx), &HeaderMap::new(), &trusted), Some(nginx));
+        assert_eq!(client_ip(Some(nginx), &xff("nonsense"), &trusted), Some(nginx));
+        // Chains of trusted proxies are skipped.
+        assert_eq!(client_ip(Some(nginx), &xff("203.0.113.7, 127.0.0.1"), &trusted), Some(client));
+    }
 }

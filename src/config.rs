@@ -157,6 +157,18 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Peers whose `X-Forwarded-For` is believed (e.g. nginx on 127.0.0.1).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Serve HTTPS natively (no nginx in front): `[server.tls]`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: PEM files for native HTTPS (`WEAPP__SERVER__TLS__CERT` / `__KEY`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -167,6 +179,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -342,6 +355,13 @@ impl Config {
                      against the built-in fake WeChat, not the real one",
                 );
             }
+        }
+        if self.wechat.fake && self.server.tls.is_some() {
+            return reject(
+                "wechat.fake = true cannot be combined with [server.tls]: the gateway would call \
+                 its own HTTPS port without trusting its certificate; run `weapp-gateway \
+                 fake-wechat` separately and point wechat.api_base at it",
+            );
         }
         if self.wechat.app_id.trim().is_empty() {
             return reject("wechat.app_id is empty");

@@ -26,4 +26,6 @@ pub mod open_data;
 pub mod pk;
 pub mod server;
 pub mod session;
+/// Native HTTPS: certificates, ALPN, reload on SIGHUP.
+pub mod tls;
 pub mod wechat;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -16,6 +17,7 @@ use crate::notices::{MemoryNoticeStore, MongoNoticeStore, NoticeStore};
 use crate::pk::{MemoryPkStore, MongoPkStore, PkStore};
 use crate::session::store::{MemoryStore, RedisStore, RedisStoreConfig, SessionStore};
 use crate::session::{CodeExchanger, WxSessions};
+use crate::tls::ReloadableCert;
 use crate::wechat::FakeWeChat;
 use crate::wechat::{AccessTokens, WeChatClient, WeChatConfig};
 
@@ -44,7 +46,11 @@ pub struct Application {
     router: Router,
     local_addr: SocketAddr,
     grace: Duration,
+    tls: Option<Arc<ReloadableCert>>,
 }
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Application {
     /// Bind the listener and assemble stores, WeChat client and routes.
@@ -54,6 +60,13 @@ impl Application {
 
     /// [`Application::build`] with an injected clock (tests stand at any instant).
     pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, StartError> {
+        // Certificates first: a bad cert or key must stop the start, clearly.
+        let tls = match &config.server.tls {
+            Some(cfg) => Some(Arc::new(
+                ReloadableCert::load(cfg).map_err(|e| StartError::Component(e.to_string()))?,
+            )),
+            None => None,
+        };
         let addr = config.server.listen;
         let listener =
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
@@ -65,8 +78,9 @@ impl Application {
             .wechat
             .fake
             .then(|| FakeWeChat::new(config.wechat.app_id.clone(), secret.expose_secret()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let api_base = match fake {
-            Some(_) => format!("http://{local_addr}{FAKE_WECHAT_PATH}"),
+            Some(_) => format!("{scheme}://{local_addr}{FAKE_WECHAT_PATH}"),
             None => config.wechat.api_base.clone(),
         };
         let client = WeChatClient::new(WeChatConfig {
@@ -111,6 +125,7 @@ impl Application {
             admin_token: config.notices.admin_token.clone(),
             message_token: config.message.token.clone(),
             clock,
+            trusted_proxies: config.server.trusted_proxies.clone().into(),
         };
         let router = router(state, &config.server.base_path, fake);
         tracing::info!(
@@ -120,7 +135,7 @@ impl Application {
             fake_wechat = config.wechat.fake,
             "gateway built"
         );
-        Ok(Self { listener, router, local_addr, grace: config.server.shutdown_grace })
+        Ok(Self { listener, router, local_addr, grace: config.server.shutdown_grace, tls })
     }
 
     /// The bound address (the real port when the config asked for port 0).
@@ -143,6 +158,9 @@ impl Application {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        if let Some(certs) = self.tls.clone() {
+            return self.serve_tls(certs, signal).await;
+        }
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
@@ -159,6 +177,77 @@ impl Application {
                 Ok(())
             }
         }
+    }
+}
+
+impl Application {
+    /// The HTTPS accept loop: TLS handshake (bounded), then HTTP/1.1 or h2 as
+    /// ALPN chose; on `signal` stop accepting and drain within the grace period.
+    async fn serve_tls(
+        self,
+        certs: Arc<ReloadableCert>,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto::Builder;
+        use hyper_util::server::graceful::GracefulShutdown;
+        use hyper_util::service::TowerToHyperService;
+
+        let config = crate::tls::server_config(certs.clone())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        crate::tls::reload_on_sighup(certs);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let graceful = GracefulShutdown::new();
+        let builder = Builder::new(TokioExecutor::new());
+        tokio::pin!(signal);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // e.g. EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut signal => break,
+            };
+            let acceptor = acceptor.clone();
+            let service = self.router.clone().layer(axum::Extension(ConnectInfo(peer)));
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let stream =
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let connection = builder.serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service),
+                );
+                if let Err(e) = watcher.watch(connection.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        drop(self.listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(self.grace) => {
+                tracing::warn!(grace = ?self.grace, "grace period over; closing remaining connections");
+            }
+        }
+        Ok(())
     }
 }
 
