@@ -157,16 +157,19 @@ async fn access_log(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let client = client_ip(peer, request.headers(), &trusted);
     if let Some(ip) = client {
         request.extensions_mut().insert(ClientIp(ip));
     }
+    if !tracing::enabled!(target: "weapp_gateway::access", tracing::Level::INFO) {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
-    let user = response.extensions().get::<UserTag>().map(|t| t.0.as_str()).unwrap_or("-");
+    let user = response.extensions().get::<UserTag>().map(|t| &*t.0).unwrap_or("-");
     tracing::info!(
         target: "weapp_gateway::access",
         %method,

@@ -130,3 +130,38 @@ async fn dev_mode_runs_a_whole_login_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test]
+async fn fake_wechat_runs_standalone() {
+    let port = support::redis::free_port();
+    let mut child = gateway()
+        .args(["fake-wechat", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--appid", "wx_cli", "--secret", "cli-secret"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let minted: Value = loop {
+        match http.post(format!("{base}/dev/codes")).json(&json!({"openid": "o_f"})).send().await {
+            Ok(r) => break r.json().await.unwrap(),
+            Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("fake-wechat did not start: {e}"),
+        }
+    };
+    let code = minted["code"].as_str().unwrap();
+    let url = format!(
+        "{base}/sns/jscode2session?appid=wx_cli&secret=cli-secret&js_code={code}&grant_type=authorization_code"
+    );
+    let first: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["openid"], "o_f");
+    let second: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(second["errcode"], 40163);
+    let _ = child.kill();
+    let _ = child.wait();
+}

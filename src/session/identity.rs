@@ -33,6 +33,9 @@ pub struct WxSession {
 struct Inner {
     id: SessionId,
     record: SessionRecord,
+    /// Computed on first use, then shared by every request of this session
+    /// (with the L1 cache, across requests).
+    tag: std::sync::OnceLock<Arc<str>>,
 }
 
 impl std::fmt::Debug for WxSession {
@@ -47,7 +50,7 @@ impl std::fmt::Debug for WxSession {
 impl WxSession {
     /// Wrap a loaded record.
     pub fn new(id: SessionId, record: SessionRecord) -> Self {
-        Self { inner: Arc::new(Inner { id, record }) }
+        Self { inner: Arc::new(Inner { id, record, tag: std::sync::OnceLock::new() }) }
     }
 
     /// The user's openid.
@@ -89,8 +92,8 @@ impl WxSession {
     }
 
     /// A short, non-reversible tag for logs: 12 hex chars of SHA-256(openid).
-    pub fn log_tag(&self) -> String {
-        super::login::hash_tag(self.openid())
+    pub fn log_tag(&self) -> Arc<str> {
+        self.inner.tag.get_or_init(|| super::login::hash_tag(self.openid()).into()).clone()
     }
 }
 
@@ -101,7 +104,7 @@ pub(crate) struct LayerSeen;
 
 /// The log tag of the user a response was produced for (response extension).
 #[derive(Clone, Debug)]
-pub struct UserTag(pub String);
+pub struct UserTag(pub Arc<str>);
 
 fn from_extensions(parts: &Parts) -> Result<Option<WxSession>, SessionError> {
     if let Some(session) = parts.extensions.get::<WxSession>() {
