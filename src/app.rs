@@ -88,6 +88,7 @@ pub fn router(state: AppState, base_path: &str, fake: Option<FakeWeChat>) -> Rou
         .route("/admin/notices/{id}/unban", post(notices::unban))
         .nest(base_path, routes)
         .fallback(not_found)
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
         .with_state(state);
     if let Some(fake) = fake {
         app = app.nest(FAKE_WECHAT_PATH, fake.router());

@@ -23,11 +23,14 @@ pub enum AppError {
     #[error("{0}")]
     InvalidRequest(String),
     /// Encrypted data did not decrypt with the session's key.
-    #[error(
-        "the encrypted data could not be decrypted ({0}); the session_key has probably changed: \
-         call wx.login again, log in, and fetch the data again"
-    )]
+    #[error("{}", decrypt_message(.0))]
     Decrypt(DecryptError),
+    /// The request body is larger than the route accepts.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// The route exists but not for this method.
+    #[error("this route does not accept that method")]
+    MethodNotAllowed,
     /// The caller is not a proven member of the group.
     #[error("you are not a member of this group's PK; open the group's share card first")]
     NotAMember,
@@ -61,6 +64,8 @@ impl AppError {
             Self::Session(e) => e.reason(),
             Self::InvalidRequest(_) => "ERR_INVALID_REQUEST",
             Self::Decrypt(_) => "ERR_DECRYPT_FAILED",
+            Self::PayloadTooLarge => "ERR_PAYLOAD_TOO_LARGE",
+            Self::MethodNotAllowed => "ERR_METHOD_NOT_ALLOWED",
             Self::NotAMember => "ERR_NOT_A_MEMBER",
             Self::NotAuthor => "ERR_FORBIDDEN",
             Self::NotFound(_) => "ERR_NOT_FOUND",
@@ -79,6 +84,8 @@ impl AppError {
             Self::InvalidRequest(_) | Self::Decrypt(_) => StatusCode::BAD_REQUEST,
             Self::NotAMember | Self::NotAuthor | Self::BadPushSignature => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ContentRisky => StatusCode::UNPROCESSABLE_ENTITY,
             Self::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Self::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -93,10 +100,50 @@ impl AppError {
             Self::WeChat(WeChatError::Api { errcode, errmsg }) => {
                 json!({"errcode": errcode, "errmsg": errmsg})
             }
-            Self::Decrypt(e) => json!({"kind": format!("{e:?}")}),
+            Self::Decrypt(e) => decrypt_detail(e),
             _ => json!({}),
         }
     }
+}
+
+/// A stable, machine-readable kind for each decryption failure.
+fn decrypt_detail(e: &DecryptError) -> Value {
+    match e {
+        DecryptError::BadBase64 { field } => json!({"kind": "bad_base64", "field": field}),
+        DecryptError::BadKeyLength(n) => json!({"kind": "bad_key_length", "bytes": n}),
+        DecryptError::BadIvLength(n) => json!({"kind": "bad_iv_length", "bytes": n}),
+        DecryptError::BadCiphertextLength(n) => {
+            json!({"kind": "bad_ciphertext_length", "bytes": n})
+        }
+        DecryptError::BadPadding => json!({"kind": "bad_padding"}),
+        DecryptError::NotJson => json!({"kind": "not_json"}),
+        DecryptError::WatermarkMismatch => json!({"kind": "watermark_mismatch"}),
+    }
+}
+
+/// Malformed input is the client's bug; a key mismatch usually means the
+/// client called `wx.login` again after fetching the data.
+fn decrypt_message(e: &DecryptError) -> String {
+    match e {
+        DecryptError::BadPadding | DecryptError::NotJson => format!(
+            "the encrypted data could not be decrypted ({e}); the session_key has probably \
+             changed: call wx.login again, log in, and fetch the data again"
+        ),
+        DecryptError::WatermarkMismatch => {
+            format!("the encrypted data is not for this mini-program ({e})")
+        }
+        DecryptError::BadKeyLength(_) => {
+            format!("the session's key is unusable ({e}); log in again")
+        }
+        _ => format!(
+            "the encrypted data is malformed ({e}); send encryptedData and iv as WeChat gave them"
+        ),
+    }
+}
+
+/// Answers `ERR_METHOD_NOT_ALLOWED` in the envelope (the router's 405 fallback).
+pub async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
 }
 
 impl IntoResponse for AppError {
@@ -139,6 +186,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(AppError::PayloadTooLarge),
             Err(e) => Err(AppError::InvalidRequest(json_rejection(&e))),
         }
     }

@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::error::{AppError, AppQuery};
+use crate::error::{AppError, AppJson, AppQuery};
 use crate::wechat::check_push_signature;
 
 /// The query WeChat signs.
@@ -49,15 +49,17 @@ pub async fn check(
 pub async fn push(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<PushQuery>,
-    body: axum::body::Bytes,
+    body: Result<AppJson<serde_json::Value>, AppError>,
 ) -> Result<Response, AppError> {
+    // The signature first: an unsigned caller learns nothing about the body rules.
     verify(&state, &q)?;
-    match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(msg) => {
-            let kind = msg.get("MsgType").and_then(|v| v.as_str()).unwrap_or("unknown");
-            tracing::info!(msg_type = kind, "message pushed");
-            Ok("success".into_response())
+    let AppJson(msg) = body.map_err(|e| match e {
+        AppError::InvalidRequest(_) => {
+            AppError::InvalidRequest("a pushed message must be JSON".into())
         }
-        Err(_) => Err(AppError::InvalidRequest("a pushed message must be JSON".into())),
-    }
+        other => other,
+    })?;
+    let kind = msg.get("MsgType").and_then(|v| v.as_str()).unwrap_or("unknown");
+    tracing::info!(msg_type = kind, "message pushed");
+    Ok("success".into_response())
 }

@@ -73,8 +73,14 @@ pub enum PhoneRequest {
 pub async fn phone(
     State(state): State<AppState>,
     session: WxSession,
-    AppJson(body): AppJson<PhoneRequest>,
+    body: Result<AppJson<PhoneRequest>, AppError>,
 ) -> Result<Json<Value>, AppError> {
+    let AppJson(body) = body.map_err(|e| match e {
+        AppError::InvalidRequest(_) => AppError::InvalidRequest(
+            "send {\"code\"} (getPhoneNumber's code) or {\"encryptedData\", \"iv\"}".into(),
+        ),
+        other => other,
+    })?;
     let info = match body {
         PhoneRequest::Code { code } => {
             if code.trim().is_empty() || code.len() > 512 {

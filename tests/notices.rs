@@ -754,3 +754,54 @@ async fn content_security_off_makes_no_checks() {
     assert_eq!(contents(&feed(&app, "").await), ["badword 2"]);
     assert_eq!(app.fake.stats().calls_to(MSG_SEC_CHECK), 0);
 }
+
+#[tokio::test]
+async fn review_findings_stay_fixed() {
+    let app = spawn_app(
+        AppOptions::redis("notices_review")
+            .mongo("notices_review")
+            .with("notices.admin_token", "adm"),
+    )
+    .await;
+    let alice = app.user("o_rev_a", "a").await;
+    let bob = app.user("o_rev_b", "b").await;
+
+    // A huge pageno is a 400, not an overflow.
+    let a = app.get("/applet/notices?pageno=400000000000000000&pagesize=50", &[]).await;
+    assert_eq!((a.status, a.reason()), (400, Some("ERR_INVALID_REQUEST")));
+    // A wrong method answers the envelope with 405.
+    let a = app.get("/applet/pk/checkin", &[]).await;
+    assert_eq!((a.status, a.reason()), (405, Some("ERR_METHOD_NOT_ALLOWED")));
+    // pagesize works on the keyset feed too.
+    for i in 0..3 {
+        let r = app
+            .post("/applet/notices", &[alice.auth()], &json!({"content": format!("n{i}")}))
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    let a = app.get("/applet/notices?pagesize=2", &[]).await;
+    assert_eq!(a.body["notices"].as_array().unwrap().len(), 2);
+    // A private notice's existence is not revealed to others.
+    let private = app
+        .post(
+            "/applet/notices",
+            &[alice.auth()],
+            &json!({"content": "secret", "visibility": "private"}),
+        )
+        .await;
+    let id = private.body["id"].as_str().unwrap().to_owned();
+    let p =
+        app.patch(&format!("/applet/notices/{id}"), &[bob.auth()], &json!({"content": "x"})).await;
+    assert_eq!((p.status, p.reason()), (404, Some("ERR_NOT_FOUND")));
+    let d = app.delete(&format!("/applet/notices/{id}"), &[bob.auth()]).await;
+    assert_eq!((d.status, d.reason()), (404, Some("ERR_NOT_FOUND")));
+    // The admin bearer scheme is case-insensitive, like every bearer here.
+    let b = app
+        .post(&format!("/admin/notices/{id}/ban"), &[("Authorization", "bearer adm")], &json!(null))
+        .await;
+    assert_eq!(b.status, 200, "{:?}", b.body);
+    // An oversized JSON body is a 413 envelope.
+    let big = "x".repeat(3 * 1024 * 1024);
+    let r = app.post("/applet/notices", &[alice.auth()], &json!({"content": big})).await;
+    assert_eq!((r.status, r.reason()), (413, Some("ERR_PAYLOAD_TOO_LARGE")));
+}

@@ -40,13 +40,38 @@ async fn decrypt_failures_say_log_in_again() {
     let user = app.user("o_odf", "f").await;
     let other_key = app.mint("o_other").session_key;
     let cases = [
-        ("another key", encrypt_for(&other_key, json!({"a": 1}), support::app::APP_ID)),
-        ("another app", encrypt_for(&user.session_key, json!({"a": 1}), "wx_someone_else")),
-        ("bad base64", json!({"encryptedData": "***", "iv": "AAAAAAAAAAAAAAAAAAAAAA=="})),
-        ("short iv", json!({"encryptedData": "AAAAAAAAAAAAAAAAAAAAAA==", "iv": "AAAA"})),
-        ("empty data", json!({"encryptedData": "", "iv": "AAAAAAAAAAAAAAAAAAAAAA=="})),
+        (
+            "another key",
+            encrypt_for(&other_key, json!({"a": 1}), support::app::APP_ID),
+            "bad_padding",
+            true,
+        ),
+        (
+            "another app",
+            encrypt_for(&user.session_key, json!({"a": 1}), "wx_someone_else"),
+            "watermark_mismatch",
+            false,
+        ),
+        (
+            "bad base64",
+            json!({"encryptedData": "***", "iv": "AAAAAAAAAAAAAAAAAAAAAA=="}),
+            "bad_base64",
+            false,
+        ),
+        (
+            "short iv",
+            json!({"encryptedData": "AAAAAAAAAAAAAAAAAAAAAA==", "iv": "AAAA"}),
+            "bad_iv_length",
+            false,
+        ),
+        (
+            "empty data",
+            json!({"encryptedData": "", "iv": "AAAAAAAAAAAAAAAAAAAAAA=="}),
+            "bad_ciphertext_length",
+            false,
+        ),
     ];
-    for (what, body) in cases {
+    for (what, body, kind, log_in_again) in cases {
         let a = app.post("/applet/open-data/decrypt", &[user.auth()], &body).await;
         assert_eq!(
             (a.status, a.reason()),
@@ -54,8 +79,10 @@ async fn decrypt_failures_say_log_in_again() {
             "{what}: {:?}",
             a.body
         );
+        assert_eq!(a.body["error"]["detail"]["kind"], kind, "{what}");
+        // Only a key mismatch (a rotated session_key) tells the client to log in again.
         let message = a.body["error"]["message"].as_str().unwrap();
-        assert!(message.contains("wx.login"), "{message}");
+        assert_eq!(message.contains("wx.login"), log_in_again, "{what}: {message}");
     }
     let a = app.post("/applet/open-data/decrypt", &[user.auth()], &json!({"iv": "x"})).await;
     assert_eq!((a.status, a.reason()), (400, Some("ERR_INVALID_REQUEST")));

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::AuthorChange;
-use super::model::{NewNotice, Notice, NoticePatch, Visibility};
+use super::model::{NewNotice, Notice, NoticePatch, NoticeState, Visibility};
 use crate::app::AppState;
 use crate::error::{AppError, AppJson, AppPath, AppQuery};
 use crate::open_data::profile;
@@ -170,10 +170,13 @@ pub async fn feed(
             return Err(AppError::InvalidRequest("pageno starts at 1 and excludes cursor".into()));
         }
         let limit = limit_of(page.pagesize.or(page.limit))?;
-        let notices = state.notices.feed_offset((pageno - 1) * u64::from(limit), limit).await?;
+        let skip = (pageno - 1)
+            .checked_mul(u64::from(limit))
+            .ok_or_else(|| AppError::InvalidRequest("pageno is too large".into()))?;
+        let notices = state.notices.feed_offset(skip, limit).await?;
         return Ok(page_answer(notices, limit, false));
     }
-    let limit = limit_of(page.limit)?;
+    let limit = limit_of(page.limit.or(page.pagesize))?;
     let before = page.cursor.as_deref().map(decode_cursor).transpose()?;
     let notices = state.notices.feed(before.as_deref(), limit).await?;
     Ok(page_answer(notices, limit, true))
@@ -197,11 +200,29 @@ pub async fn mine(
     Ok(page_answer(notices, limit, true))
 }
 
-fn author_result<T>(change: AuthorChange<T>) -> Result<T, AppError> {
+/// Maps an author-only outcome to the answer. A non-author learns a notice
+/// exists only if it is public: for private and banned ones they get 404.
+async fn author_result<T>(
+    state: &AppState,
+    id: &str,
+    change: AuthorChange<T>,
+) -> Result<T, AppError> {
     match change {
         AuthorChange::Done(v) => Ok(v),
         AuthorChange::NotFound => Err(AppError::NotFound("notice")),
-        AuthorChange::NotAuthor => Err(AppError::NotAuthor),
+        AuthorChange::NotAuthor => match state.notices.get(id).await? {
+            Some(n) => Err(not_yours(&n)),
+            None => Err(AppError::NotFound("notice")),
+        },
+    }
+}
+
+/// The answer to a non-author: 403 for a public notice, 404 otherwise.
+fn not_yours(notice: &Notice) -> AppError {
+    if notice.state == NoticeState::Public {
+        AppError::NotAuthor
+    } else {
+        AppError::NotFound("notice")
     }
 }
 
@@ -222,12 +243,13 @@ pub async fn update(
         // Check authorship before spending a content-security call.
         match state.notices.get(&id).await? {
             None => return Err(AppError::NotFound("notice")),
-            Some(n) if n.author_openid != session.openid() => return Err(AppError::NotAuthor),
+            Some(n) if n.author_openid != session.openid() => return Err(not_yours(&n)),
             Some(_) => content_check(&state, session.openid(), c).await?,
         }
     }
     let patch = NoticePatch { content, visibility: body.visibility };
-    Ok(Json(author_result(state.notices.update(&id, session.openid(), &patch).await?)?))
+    let change = state.notices.update(&id, session.openid(), &patch).await?;
+    Ok(Json(author_result(&state, &id, change).await?))
 }
 
 /// `DELETE {base}/notices/{id}`: author only.
@@ -238,7 +260,8 @@ pub async fn delete(
     AppPath(id): AppPath<String>,
 ) -> Result<Json<Value>, AppError> {
     check_id(&id)?;
-    author_result(state.notices.delete(&id, session.openid()).await?)?;
+    let change = state.notices.delete(&id, session.openid()).await?;
+    author_result(&state, &id, change).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -251,7 +274,9 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> 
     let given = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .unwrap_or_default();
     if bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
         Ok(())

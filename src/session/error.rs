@@ -83,6 +83,9 @@ impl SessionError {
                 StatusCode::UNAUTHORIZED
             }
             Self::KeyExchangeFailed(e) => match e {
+                // -1 "system busy" (still, after the one retry) is WeChat's
+                // trouble, not a bad code.
+                ExchangeError::WeChat { errcode: -1, .. } => StatusCode::SERVICE_UNAVAILABLE,
                 ExchangeError::WeChat { .. } => StatusCode::UNAUTHORIZED,
                 ExchangeError::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 ExchangeError::Unreachable(_) | ExchangeError::BadResponse(_) => {
