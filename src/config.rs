@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::mongo::MongoConfig;
-use crate::session::{LoginRateLimit, SessionConfig};
+use crate::session::{L1Config, LoginRateLimit, SessionConfig};
 
 /// The config file used when none is given.
 pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
@@ -260,6 +260,12 @@ pub struct SessionSection {
     pub memory_max_entries: u64,
     /// Login attempts per client address; omit to disable.
     pub login_rate_limit: Option<LoginRateLimit>,
+    /// TTL of the in-process L1 session cache; omit to disable it. Revocations
+    /// on other instances are seen at most this late.
+    #[serde(with = "humantime_serde")]
+    pub l1_ttl: Option<Duration>,
+    /// Most sessions the L1 cache keeps.
+    pub l1_max_entries: u64,
 }
 
 impl Default for SessionSection {
@@ -273,6 +279,8 @@ impl Default for SessionSection {
             ignore: d.ignore,
             memory_max_entries: 100_000,
             login_rate_limit: d.login_rate_limit,
+            l1_ttl: None,
+            l1_max_entries: 100_000,
         }
     }
 }
@@ -282,7 +290,12 @@ impl Default for SessionSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
     /// `redis://[:password@]host:port/db`. May carry a password: never printed.
+    /// Ignored when `cluster_nodes` is set.
     pub url: SecretString,
+    /// Redis Cluster seed nodes, `redis://[:password@]host:port` each. When
+    /// not empty the store runs in cluster mode. May carry passwords: never
+    /// printed.
+    pub cluster_nodes: Vec<SecretString>,
     /// Prefix of every key.
     pub prefix: String,
     /// Bound on one store operation; past it the layer answers 503.
@@ -294,6 +307,7 @@ impl std::fmt::Debug for RedisSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSection")
             .field("url", &"[redacted]")
+            .field("cluster_nodes", &format_args!("[{} redacted]", self.cluster_nodes.len()))
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .finish()
@@ -304,9 +318,41 @@ impl Default for RedisSection {
     fn default() -> Self {
         Self {
             url: SecretString::from("redis://127.0.0.1:6379"),
+            cluster_nodes: Vec::new(),
             prefix: "weapp:".into(),
             timeout: Duration::from_secs(2),
         }
+    }
+}
+
+impl RedisSection {
+    /// Whether the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
+    /// The URL(s) are usable; messages name the key, never the value.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let reject = |m: String| Err(ConfigError::Rejected(m));
+        if !self.is_cluster() {
+            if url::Url::parse(self.url.expose_secret()).is_err() {
+                return reject("redis.url is not a redis:// URL".into());
+            }
+            return Ok(());
+        }
+        for (i, node) in self.cluster_nodes.iter().enumerate() {
+            let key = format!("redis.cluster_nodes[{i}]");
+            let Ok(url) = url::Url::parse(node.expose_secret()) else {
+                return reject(format!("{key} is not a redis:// URL"));
+            };
+            if url.scheme() != "redis" || url.host_str().is_none() {
+                return reject(format!("{key} must be redis://[:password@]host:port"));
+            }
+            if !matches!(url.path(), "" | "/" | "/0") {
+                return reject(format!("{key}: a Redis Cluster only has database 0"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -399,10 +445,8 @@ impl Config {
         if self.data.store == DataStoreKind::Mongodb && self.mongodb.database.trim().is_empty() {
             return reject("mongodb.database is empty");
         }
-        if self.session.store == StoreKind::Redis
-            && url::Url::parse(self.redis.url.expose_secret()).is_err()
-        {
-            return reject("redis.url is not a redis:// URL");
+        if self.session.store == StoreKind::Redis {
+            self.redis.validate()?;
         }
         Ok(())
     }
@@ -439,6 +483,11 @@ impl Config {
             login_path: Some(format!("{base}/session/login")),
             logout_path: Some(format!("{base}/session/logout")),
             login_rate_limit: self.session.login_rate_limit,
+            l1: self
+                .session
+                .l1_ttl
+                .filter(|ttl| !ttl.is_zero())
+                .map(|ttl| L1Config { ttl, max_entries: self.session.l1_max_entries }),
             ..SessionConfig::default()
         }
     }
@@ -521,6 +570,54 @@ mod tests {
             .merge(Serialized::default("data.store", "mongodb"));
         let e = Config::from_figment(f).unwrap_err().to_string();
         assert!(e.contains("fake"), "{e}");
+    }
+
+    #[test]
+    fn redis_cluster_nodes_are_validated_and_never_printed() {
+        let redis = || base().merge(Serialized::default("session.store", "redis"));
+        let c = Config::from_figment(redis()).unwrap();
+        assert!(!c.redis.is_cluster());
+
+        let nodes = ["redis://:hunter2@10.0.0.1:7000", "redis://:hunter2@10.0.0.2:7000"];
+        let c =
+            Config::from_figment(redis().merge(Serialized::default("redis.cluster_nodes", nodes)))
+                .unwrap();
+        assert!(c.redis.is_cluster());
+        assert_eq!(c.redis.cluster_nodes[1].expose_secret(), nodes[1]);
+        assert!(!format!("{c:?}").contains("hunter2"));
+
+        for bad in [
+            "not a url hunter2",
+            "http://:hunter2@10.0.0.1:7000",
+            "rediss://:hunter2@10.0.0.1:7000",
+            "redis+unix:///tmp/hunter2.sock",
+            "redis://:hunter2@10.0.0.1:7000/3",
+        ] {
+            let f = redis().merge(Serialized::default("redis.cluster_nodes", [nodes[0], bad]));
+            let e = Config::from_figment(f).unwrap_err().to_string();
+            assert!(e.contains("redis.cluster_nodes[1]"), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn redis_cluster_nodes_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[wechat]\napp_id = \"wxapp\"\napp_secret = \"x\"\nfake = true\n\
+                 [session]\nstore = \"redis\"\n",
+            )?;
+            jail.set_env(
+                "WEAPP__REDIS__CLUSTER_NODES",
+                r#"["redis://:pw@10.0.0.1:7000","redis://:pw@10.0.0.2:7000"]"#,
+            );
+            let c = Config::load(Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.redis.cluster_nodes.len(), 2);
+            assert_eq!(c.redis.cluster_nodes[0].expose_secret(), "redis://:pw@10.0.0.1:7000");
+            Ok(())
+        });
     }
 
     #[test]

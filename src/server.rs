@@ -15,7 +15,9 @@ use crate::clock::Clock;
 use crate::config::{Config, DataStoreKind, StoreKind};
 use crate::notices::{MemoryNoticeStore, MongoNoticeStore, NoticeStore};
 use crate::pk::{MemoryPkStore, MongoPkStore, PkStore};
-use crate::session::store::{MemoryStore, RedisStore, RedisStoreConfig, SessionStore};
+use crate::session::store::{
+    MemoryStore, RedisClusterConfig, RedisStore, RedisStoreConfig, SessionStore,
+};
 use crate::session::{CodeExchanger, WxSessions};
 use crate::tls::ReloadableCert;
 use crate::wechat::FakeWeChat;
@@ -95,11 +97,24 @@ impl Application {
         let store: Arc<dyn SessionStore> = match config.session.store {
             StoreKind::Memory => Arc::new(MemoryStore::new(config.session.memory_max_entries)),
             StoreKind::Redis => Arc::new(
-                RedisStore::new(RedisStoreConfig {
-                    url: config.redis.url.expose_secret().to_owned(),
-                    prefix: config.redis.prefix.clone(),
-                    op_timeout: config.redis.timeout,
-                })
+                if config.redis.is_cluster() {
+                    RedisStore::new_cluster(RedisClusterConfig {
+                        nodes: config
+                            .redis
+                            .cluster_nodes
+                            .iter()
+                            .map(|n| n.expose_secret().to_owned())
+                            .collect(),
+                        prefix: config.redis.prefix.clone(),
+                        op_timeout: config.redis.timeout,
+                    })
+                } else {
+                    RedisStore::new(RedisStoreConfig {
+                        url: config.redis.url.expose_secret().to_owned(),
+                        prefix: config.redis.prefix.clone(),
+                        op_timeout: config.redis.timeout,
+                    })
+                }
                 .map_err(|e| StartError::Component(format!("redis store: {e}")))?,
             ),
         };

@@ -21,9 +21,11 @@ async fn login_without_raw_data_then_use_the_token_both_ways() {
     let a = app.token_login(&json!({"code": minted.code})).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     let token = a.body["token"].as_str().unwrap();
-    // ≥128 bits, URL-safe.
-    assert!(token.len() >= 22, "{token}");
-    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    // `<user slot tag>.<random>`: ≥128 random bits, URL-safe (unreserved chars).
+    let (tag, random) = token.split_once('.').expect("tag.random");
+    assert_eq!(tag.len(), 8, "{token}");
+    assert!(random.len() >= 22, "{token}");
+    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)), "{token}");
     assert!(a.body["expiresIn"].as_u64().unwrap() > 0);
     assert_eq!(a.body["user"], json!({"openId": "o_tom"}));
     assert!(!a.body.to_string().contains(&minted.session_key));

@@ -1,5 +1,6 @@
 //! One contract for every `SessionStore` backend: each case below runs against
-//! the in-memory store and against a real Redis, so the backends cannot drift.
+//! the in-memory store, a real Redis and a real three-master Redis Cluster, so
+//! the backends cannot drift.
 
 mod support;
 
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use weapp_gateway::session::store::{
-    Expiry, MemoryStore, RedisStore, RedisStoreConfig, SessionId, SessionKind, SessionRecord,
-    SessionStore, unix_now,
+    Expiry, MemoryStore, RedisClusterConfig, RedisStore, RedisStoreConfig, SessionId, SessionKind,
+    SessionRecord, SessionStore, new_token, unix_now,
 };
 
 type Store = Arc<dyn SessionStore>;
@@ -23,6 +24,16 @@ fn memory_store(_case: &str) -> Store {
 fn redis_store(case: &str) -> Store {
     let store = RedisStore::new(RedisStoreConfig {
         url: support::redis::shared_redis_url(),
+        prefix: support::redis::unique_prefix(case),
+        op_timeout: Duration::from_secs(2),
+    })
+    .unwrap();
+    Arc::new(store)
+}
+
+fn redis_cluster_store(case: &str) -> Store {
+    let store = RedisStore::new_cluster(RedisClusterConfig {
+        nodes: support::redis_cluster::shared_cluster_nodes(),
         prefix: support::redis::unique_prefix(case),
         op_timeout: Duration::from_secs(2),
     })
@@ -103,6 +114,74 @@ async fn a_new_login_revokes_the_previous_session(store: Store) {
     let other = SessionId::code("code-other-user");
     store.create(&other, &record("o-other", r#"{"n":4}"#), LONG, LONG).await.unwrap();
     assert!(store.load(&token).await.unwrap().is_some());
+}
+
+/// Tokens as the gateway issues them (`<user tag>.<random>`): in a Redis
+/// Cluster they share their user's slot, so a login is one script.
+async fn issued_tokens_revoke_each_other_and_compat_sessions(store: Store) {
+    let issued = |openid: &str| SessionId::token(&new_token(openid).unwrap());
+    let code = SessionId::code("code-before-tokens");
+    store.create(&code, &record("o-tag", r#"{"n":1}"#), LONG, LONG).await.unwrap();
+
+    // A token login revokes the compat session (another slot in a cluster).
+    let first = issued("o-tag");
+    store.create(&first, &record("o-tag", r#"{"n":2}"#), LONG, LONG).await.unwrap();
+    assert!(store.load(&code).await.unwrap().is_none(), "compat session revoked");
+    assert_eq!(store.current_for_openid("o-tag").await.unwrap(), Some(first.clone()));
+
+    // A second token login revokes the first token (same slot: one script).
+    let second = issued("o-tag");
+    store.create(&second, &record("o-tag", r#"{"n":3}"#), LONG, LONG).await.unwrap();
+    assert!(store.load(&first).await.unwrap().is_none(), "previous token revoked");
+    assert_eq!(user_of(&store, &second).await.as_deref(), Some(r#"{"n":3}"#));
+
+    // A compat login revokes the token, and another user's token is untouched.
+    let other = issued("o-tag-other");
+    store.create(&other, &record("o-tag-other", "{}"), LONG, LONG).await.unwrap();
+    let code = SessionId::code("code-after-tokens");
+    store.create(&code, &record("o-tag", r#"{"n":4}"#), LONG, LONG).await.unwrap();
+    assert!(store.load(&second).await.unwrap().is_none(), "token revoked by a compat login");
+    assert_eq!(store.current_for_openid("o-tag").await.unwrap(), Some(code.clone()));
+    assert!(store.load(&other).await.unwrap().is_some());
+
+    // Logging out of a token clears its index entry; a compat logout too.
+    store.delete(&other).await.unwrap();
+    assert!(store.load(&other).await.unwrap().is_none());
+    assert!(store.current_for_openid("o-tag-other").await.unwrap().is_none());
+    store.delete(&code).await.unwrap();
+    assert!(store.current_for_openid("o-tag").await.unwrap().is_none());
+
+    // Past its lifetime an issued token is deleted on touch, index included.
+    let old = issued("o-tag-old");
+    let mut rec = record("o-tag-old", "{}");
+    rec.created_at = unix_now() - 100;
+    store.create(&old, &rec, LONG, LONG).await.unwrap();
+    let expiry = Expiry { idle: Duration::from_secs(60), max_lifetime: Duration::from_secs(50) };
+    assert!(store.load_and_touch(&old, expiry).await.unwrap().is_none());
+    assert!(store.current_for_openid("o-tag-old").await.unwrap().is_none());
+}
+
+async fn concurrent_logins_of_one_user_leave_exactly_one_session(store: Store) {
+    let ids: Vec<SessionId> = (0..24)
+        .map(|i| match i % 3 {
+            0 => SessionId::code(&format!("code-race-{i}")),
+            1 => SessionId::token(&new_token("o-race").unwrap()),
+            _ => SessionId::token(&format!("untagged-race-{i}")),
+        })
+        .collect();
+    let logins = ids.iter().map(|id| {
+        let store = store.clone();
+        let id = id.clone();
+        tokio::spawn(async move { store.create(&id, &record("o-race", "{}"), LONG, LONG).await })
+    });
+    for login in futures_util::future::join_all(logins).await {
+        login.unwrap().unwrap();
+    }
+    let current = store.current_for_openid("o-race").await.unwrap().expect("indexed");
+    for id in &ids {
+        let live = store.load(id).await.unwrap().is_some();
+        assert_eq!(live, *id == current, "{id:?} (current {current:?})");
+    }
 }
 
 async fn creating_the_same_id_twice_keeps_it(store: Store) {
@@ -290,6 +369,14 @@ macro_rules! contract {
                 }
             )*
         }
+        mod redis_cluster {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::redis_cluster_store(stringify!($case))).await;
+                }
+            )*
+        }
     };
 }
 
@@ -297,6 +384,8 @@ contract!(
     absent_sessions_load_as_none,
     create_then_load_roundtrips_the_record,
     a_new_login_revokes_the_previous_session,
+    issued_tokens_revoke_each_other_and_compat_sessions,
+    concurrent_logins_of_one_user_leave_exactly_one_session,
     creating_the_same_id_twice_keeps_it,
     namespaces_are_separate,
     sessions_expire_after_their_ttl,

@@ -20,7 +20,10 @@ use super::headers::{
     plausible_id, signature_matches, signature_shape_ok,
 };
 use super::identity::WxSession;
-use super::store::{Expiry, SessionId, SessionRecord, SessionStore, StoreError, unix_now};
+use super::l1::{L1, L1Config};
+use super::store::{
+    Expiry, SessionId, SessionKind, SessionRecord, SessionStore, StoreError, unix_now,
+};
 
 /// WeChat's errcode for a code that was already exchanged.
 const ERRCODE_CODE_USED: i64 = 40163;
@@ -56,6 +59,8 @@ pub struct SessionConfig {
     pub login_rate_limit: Option<LoginRateLimit>,
     /// Largest accepted login request body, in bytes.
     pub max_login_body: usize,
+    /// The in-process L1 session cache; `None` disables it.
+    pub l1: Option<L1Config>,
 }
 
 impl Default for SessionConfig {
@@ -69,6 +74,7 @@ impl Default for SessionConfig {
             logout_path: Some("/applet/session/logout".into()),
             login_rate_limit: Some(LoginRateLimit { per_minute: 60, burst: 20 }),
             max_login_body: 16 * 1024,
+            l1: None,
         }
     }
 }
@@ -145,6 +151,8 @@ pub struct WxSessions {
     /// code share one session.
     token_logins: moka::future::Cache<String, Arc<TokenLoginResponse>>,
     rate_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Recently served sessions (optional; see [`L1Config`]).
+    l1: Option<L1>,
     logins_seen: AtomicU64,
 }
 
@@ -171,6 +179,7 @@ impl WxSessions {
             let burst = NonZeroU32::new(l.burst.max(1))?;
             Some(RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)))
         });
+        let l1 = config.l1.map(L1::new);
         Self {
             store,
             exchanger,
@@ -179,6 +188,7 @@ impl WxSessions {
             token_logins: code_cache(),
             rate_limiter,
             logins_seen: AtomicU64::new(0),
+            l1,
         }
     }
 
@@ -241,19 +251,35 @@ impl WxSessions {
         if !plausible_id(token) {
             return Err(SessionError::SessionExpired);
         }
+        if let Some(hit) = self.l1.as_ref().and_then(|l1| l1.get(SessionKind::Token, token)) {
+            return Ok(hit);
+        }
         let id = SessionId::token(token);
         match self.store.load_and_touch(&id, self.token_expiry()).await.map_err(store_error)? {
-            Some(record) => Ok(WxSession::new(id, record)),
+            Some(record) => {
+                Ok(self.remember(SessionKind::Token, token, WxSession::new(id, record)))
+            }
             None => Err(SessionError::SessionExpired),
         }
     }
 
     async fn by_code(&self, code: &str) -> Result<WxSession, SessionError> {
+        if let Some(hit) = self.l1.as_ref().and_then(|l1| l1.get(SessionKind::Code, code)) {
+            return Ok(hit);
+        }
         let id = SessionId::code(code);
         match self.store.load(&id).await.map_err(store_error)? {
-            Some(record) => Ok(WxSession::new(id, record)),
+            Some(record) => Ok(self.remember(SessionKind::Code, code, WxSession::new(id, record))),
             None => Err(SessionError::SessionExpired),
         }
+    }
+
+    /// Keep a session loaded from the store in the L1 cache, if enabled.
+    fn remember(&self, kind: SessionKind, credential: &str, session: WxSession) -> WxSession {
+        if let Some(l1) = &self.l1 {
+            l1.put(kind, credential, &session);
+        }
+        session
     }
 
     /// compat login: serve an existing session for this code when the
@@ -390,7 +416,9 @@ impl WxSessions {
         exchanged: &Exchanged,
         object: Option<Map<String, Value>>,
     ) -> Result<Arc<TokenLoginResponse>, SessionError> {
-        let token = super::store::random_token(32).map_err(store_error)?;
+        // `<user slot tag>.<256 random bits>`: the tag keeps the session in its
+        // user's Redis Cluster slot, so the login below is one atomic script.
+        let token = super::store::new_token(&exchanged.openid).map_err(store_error)?;
         let record = new_record(exchanged, object)?;
         let id = SessionId::token(&token);
         let ttl = self.config.token_idle_ttl.min(self.config.token_max_lifetime);
@@ -402,14 +430,17 @@ impl WxSessions {
     /// Revoke the session the request carries (token or compat code).
     /// `Ok(false)` when the request carried no credentials.
     pub async fn logout(&self, headers: &HeaderMap) -> Result<bool, SessionError> {
-        let id = if let Some(token) = bearer_token(headers) {
-            SessionId::token(token)
+        let (id, kind, credential) = if let Some(token) = bearer_token(headers) {
+            (SessionId::token(token), SessionKind::Token, token)
         } else if let Some(code) = header_str(headers, HEADER_CODE) {
-            SessionId::code(code)
+            (SessionId::code(code), SessionKind::Code, code)
         } else {
             return Ok(false);
         };
         self.store.delete(&id).await.map_err(store_error)?;
+        if let Some(l1) = &self.l1 {
+            l1.evict(kind, credential);
+        }
         Ok(true)
     }
 

@@ -83,6 +83,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
     pub fake: FakeWeChat,
+    /// Where the fake WeChat listens (point another app's `wechat.api_base`
+    /// at `http://{fake_addr}` to share it).
+    pub fake_addr: SocketAddr,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -129,7 +132,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         .no_proxy()
         .build()
         .expect("client");
-    TestApp { addr, base: format!("http://{addr}"), fake, http, stop: Some(stop) }
+    TestApp { addr, base: format!("http://{addr}"), fake, fake_addr, http, stop: Some(stop) }
 }
 
 /// What JavaScript's `encodeURIComponent` leaves alone.

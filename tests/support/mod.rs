@@ -3,5 +3,7 @@
 
 pub mod app;
 pub mod mongo;
+pub mod nginx;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;

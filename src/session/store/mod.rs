@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, RedisStoreConfig};
+pub use self::redis::{RedisClusterConfig, RedisStore, RedisStoreConfig};
 
 /// Which namespace a session lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,10 +55,21 @@ impl SessionId {
     }
 
     /// A token session addressed by the token the client holds.
+    ///
+    /// The id is the SHA-256 of the whole token (hex). A token issued by
+    /// [`new_token`] starts with its user's slot tag (`<tag>.<random>`); the
+    /// id then carries that tag as a Redis hash tag, `{u:<tag>}:<sha256>`, so
+    /// the session lives in the same Redis Cluster slot as its user's openid
+    /// index (see [`user_tag`]). Any other token (e.g. one issued before
+    /// tags) keeps the plain `<sha256>` id.
     pub fn token(token: &str) -> Self {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(token.as_bytes());
-        Self { kind: SessionKind::Token, id: hex::encode(digest) }
+        let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+        let id = match token_tag(token) {
+            Some(tag) => format!("{{u:{tag}}}:{digest}"),
+            None => digest,
+        };
+        Self { kind: SessionKind::Token, id }
     }
 
     /// The key suffix (`code:…` / `token:…`) without the store prefix.
@@ -208,6 +219,40 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// Length of a user slot tag: hex digits of SHA-1(openid).
+pub const USER_TAG_LEN: usize = 8;
+
+/// The slot tag of a user: the first [`USER_TAG_LEN`] hex digits of
+/// SHA-1(openid).
+///
+/// A user's openid index and token sessions carry it as the Redis hash tag
+/// `{u:<tag>}`, so a Redis Cluster keeps them in one slot and a login stays
+/// one atomic script. SHA-1 only because Redis scripts can compute it
+/// (`redis.sha1hex`), which lets a logout script find the index of the record
+/// it just read; it partitions keys and hides the raw openid from key names,
+/// nothing here relies on it being collision resistant.
+pub fn user_tag(openid: &str) -> String {
+    use sha1::Digest;
+    let mut tag = hex::encode(sha1::Sha1::digest(openid.as_bytes()));
+    tag.truncate(USER_TAG_LEN);
+    tag
+}
+
+/// The user slot tag a token starts with (`<tag>.<rest>`), if it has one.
+fn token_tag(token: &str) -> Option<&str> {
+    let (tag, rest) = token.split_once('.')?;
+    let is_tag = tag.len() == USER_TAG_LEN
+        && tag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (is_tag && !rest.is_empty()).then_some(tag)
+}
+
+/// A new opaque token for `openid`'s session: `<user tag>.<256 random bits,
+/// base64url>`. URL-safe (`[A-Za-z0-9_.-]`); the tag routes the token to its
+/// user's Redis Cluster slot and says nothing more than which slot that is.
+pub fn new_token(openid: &str) -> Result<String, StoreError> {
+    Ok(format!("{}.{}", user_tag(openid), random_token(32)?))
+}
+
 /// A random URL-safe string of `bytes` random bytes from the OS CSPRNG.
 pub fn random_token(bytes: usize) -> Result<String, StoreError> {
     use base64::Engine;
@@ -215,4 +260,39 @@ pub fn random_token(bytes: usize) -> Result<String, StoreError> {
     getrandom::fill(&mut buf)
         .map_err(|e| StoreError::Unavailable(format!("no randomness: {e}")))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_tokens_carry_their_users_tag() {
+        let token = new_token("o_tom").unwrap();
+        let (tag, random) = token.split_once('.').unwrap();
+        assert_eq!(tag, user_tag("o_tom"));
+        assert_eq!(tag.len(), USER_TAG_LEN);
+        assert_eq!(random.len(), 43, "256 bits, base64url without padding");
+        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        assert_ne!(new_token("o_tom").unwrap(), token);
+
+        let id = SessionId::token(&token);
+        assert!(id.id.starts_with(&format!("{{u:{tag}}}:")), "{}", id.id);
+        assert_eq!(SessionId::from_key_suffix(&id.key_suffix()), Some(id));
+    }
+
+    #[test]
+    fn other_tokens_keep_the_plain_digest() {
+        for token in
+            ["legacy-token", "ABCDEF12.x", "abcdef1.x", "abcdef12.", "{u:x}.y", "g0000000.y"]
+        {
+            let id = SessionId::token(token);
+            assert_eq!(id.id.len(), 64, "{token}: {}", id.id);
+            assert!(id.id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        // The digest covers the whole token, tag included.
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(b"abcdef12.x"));
+        assert_eq!(SessionId::token("abcdef12.x").id, format!("{{u:abcdef12}}:{digest}"));
+    }
 }

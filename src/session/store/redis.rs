@@ -1,32 +1,92 @@
-//! Redis session store: one shared, multiplexed, self-reconnecting connection.
+//! Redis session store, on one Redis or on a Redis Cluster.
 //!
-//! Keys (every one starts with the configured prefix):
+//! # Keys
+//!
+//! Every key starts with the configured prefix. `<tag>` is a user's slot tag,
+//! [`super::user_tag`]: 8 hex digits of SHA-1(openid).
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `{prefix}code:{code}` / `{prefix}token:{sha256}` | the session record (JSON) |
-//! | `{prefix}openid:{openid}` | the key suffix of the user's current session, e.g. `code:abc` |
-//! | `{prefix}kv:{name}` | a shared value |
-//! | `{prefix}lock:{name}` | a lock's fencing token |
+//! | `{prefix}openid:{u:<tag>}:<sha1(openid)>` | the key suffix of the user's current session, e.g. `code:abc` |
+//! | `{prefix}token:{u:<tag>}:<sha256(token)>` | a token session (JSON record) |
+//! | `{prefix}code:<code>` | a compat session (JSON record) |
+//! | `{prefix}kv:<name>` | a shared value |
+//! | `{prefix}lock:<name>` | a lock's fencing token |
 //!
-//! The store connects lazily: [`RedisStore::new`] never touches the network, so
-//! the process starts (and answers 503) while Redis is down, and recovers by
-//! itself when Redis comes back. Every operation is bounded by
-//! [`RedisStoreConfig::op_timeout`], reconnect included.
+//! `{u:<tag>}` is a Redis Cluster hash tag: a user's openid index and all of
+//! their token sessions live in one slot. A token is `<tag>.<256 random bits>`
+//! ([`super::new_token`]), so a request's token alone names its slot. A token
+//! without a tag (issued before tags existed) lives at `{prefix}token:<sha256>`
+//! and is served like any other; on a cluster it is handled like a compat
+//! session below. No key name holds a raw openid or a raw token.
 //!
-//! Needs Redis 6.2 or later (`GETEX`, `SET … KEEPTTL`).
+//! # Atomicity
+//!
+//! On one Redis every login and every logout is one Lua script: writing the
+//! new session, repointing the openid index and deleting the previous session
+//! happen all at once or not at all.
+//!
+//! On a Redis Cluster a script may only touch one slot:
+//!
+//! * **token login** (the session shares its user's slot): one script writes
+//!   the session, repoints the index and deletes a previous *token* session,
+//!   all at once. A previous *compat* session (another slot) is deleted right
+//!   after, as a second step.
+//! * **compat login**: the session's key is the WeChat code, which the
+//!   gateway does not choose, so it lives in the code's slot. Three steps:
+//!   (1) write the session in the code's slot; (2) one script in the user's
+//!   slot repoints the index and hands back the previous session (deleting it
+//!   there when it is a token session of that slot); (3) delete the previous
+//!   session in its own slot. Step 2 is the commit point: concurrent logins of
+//!   one user are ordered by it, each previous session is handed to exactly
+//!   one successor, and the index never points at a session not yet written.
+//!   If step 2 fails the new session is deleted again (best effort) and the
+//!   login fails. If the operation fails or times out between step 2 and
+//!   step 3 (or step 2's reply is lost and its retry finds the work done),
+//!   the previous session stays usable until its own TTL
+//!   (`session.compat_ttl` or the token lifetimes). Fail-closed corner: a
+//!   duplicate request re-writing the same code session while another login
+//!   of that user revokes it can leave the user with no live session (they
+//!   log in again).
+//! * **logout**: the session is deleted first (one script); when its index
+//!   lives in another slot, the index entry is cleared next, only if it still
+//!   points at the deleted session. A failure in between leaves an index entry
+//!   pointing at nothing, which the next login simply replaces.
+//!
+//! A prefix that itself holds a hash tag (e.g. `{weapp}:`) puts every key in
+//! one slot: fully atomic, but not spread over the cluster.
+//!
+//! # Upgrading from the untagged layout
+//!
+//! Existing sessions keep working (their keys did not change), but the openid
+//! index moved: the first login after the upgrade does not revoke a session
+//! created before it (that one still ends with its TTL). Instances of the old
+//! layout cannot serve tokens issued by this one: upgrade all instances
+//! together, or expect some clients to log in again during the roll-out.
+//!
+//! # Connections
+//!
+//! The store connects lazily: [`RedisStore::new`] and [`RedisStore::new_cluster`]
+//! never touch the network, so the process starts (and answers 503) while Redis
+//! is down, and recovers by itself when Redis comes back. Every operation is
+//! bounded by the op timeout, reconnects, cluster redirects and every step of
+//! a login included. Errors never carry a URL, a key or a value.
+//!
+//! Needs Redis 6.2 or later (`GETEX`, `SET … KEEPTTL`), alone or in a cluster.
 
-use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+mod connection;
+mod keys;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation};
+use redis::Script;
 
+use self::connection::{Connector, redact_url};
+use self::keys::{CREATE_LUA, DELETE_LUA, Keys, UNINDEX_LUA, UNLOCK_LUA, same_slot};
 use super::{Expiry, SessionId, SessionRecord, SessionStore, StoreError, random_token, unix_now};
 
-/// Settings for [`RedisStore`].
+/// Settings for [`RedisStore::new`]: one Redis server.
 #[derive(Clone)]
 pub struct RedisStoreConfig {
     /// `redis://host:port/db` (may carry a password; never logged).
@@ -47,67 +107,31 @@ impl std::fmt::Debug for RedisStoreConfig {
     }
 }
 
-/// The URL with its password replaced, for logs and `Debug`.
-fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                // Only fails for URLs that cannot carry credentials at all.
-                let _ = u.set_password(Some("redacted"));
-            }
-            u.to_string()
-        }
-        Err(_) => "[unparseable url]".to_owned(),
+/// Settings for [`RedisStore::new_cluster`]: a Redis Cluster.
+#[derive(Clone)]
+pub struct RedisClusterConfig {
+    /// Some of the cluster's nodes, `redis://[:password@]host:port` each (the
+    /// rest are discovered). May carry passwords; never logged.
+    pub nodes: Vec<String>,
+    /// Prefix for every key, e.g. `weapp:`.
+    pub prefix: String,
+    /// Bound on one store operation, including reconnects and redirects.
+    pub op_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| redact_url(n)).collect();
+        f.debug_struct("RedisClusterConfig")
+            .field("nodes", &nodes)
+            .field("prefix", &self.prefix)
+            .field("op_timeout", &self.op_timeout)
+            .finish()
     }
 }
 
-/// Create a session atomically: revoke the session the openid index points at
-/// (when it is another one), write the new session and repoint the index.
-///
-/// KEYS: new session key, index key. ARGV: prefix, new key suffix, record JSON,
-/// session TTL (ms), index TTL (ms).
-const CREATE_LUA: &str = r"
-local old = redis.call('GET', KEYS[2])
-if old and old ~= ARGV[2]
-   and (string.sub(old, 1, 5) == 'code:' or string.sub(old, 1, 6) == 'token:') then
-  redis.call('DEL', ARGV[1] .. old)
-end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[5])
-return 1
-";
-
-/// Delete a session and the openid index entry if it points at this session.
-///
-/// KEYS: session key. ARGV: prefix, key suffix.
-const DELETE_LUA: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then
-  return 0
-end
-local ok, rec = pcall(cjson.decode, v)
-if ok and type(rec) == 'table' and type(rec.openid) == 'string' then
-  local index = ARGV[1] .. 'openid:' .. rec.openid
-  if redis.call('GET', index) == ARGV[2] then
-    redis.call('DEL', index)
-  end
-end
-redis.call('DEL', KEYS[1])
-return 1
-";
-
-/// Release a lock only if the caller's token still holds it.
-///
-/// KEYS: lock key. ARGV: token.
-const UNLOCK_LUA: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// Longest TTL handed to Redis (about 1000 years); Redis rejects expiries that
-/// overflow its clock.
+/// A longest TTL handed to Redis (about 1000 years); Redis rejects expiries
+/// that overflow its clock.
 const MAX_TTL_MS: u64 = 1 << 45;
 
 /// A TTL in whole milliseconds, at least 1 so a short TTL never becomes "no expiry"
@@ -116,211 +140,134 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(MAX_TTL_MS).clamp(1, MAX_TTL_MS)
 }
 
-/// A description of a Redis error that carries neither the URL nor any key or value.
-fn describe(e: &RedisError) -> String {
-    if let Some(code) = e.code() {
-        return format!("server answered {code}");
-    }
-    let cause = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connection_refusal() {
-        "connection refused"
-    } else if e.is_connection_dropped() {
-        "connection lost"
-    } else {
-        "failed"
-    };
-    format!("{cause} ({:?})", e.kind())
-}
-
-fn unavailable(op: &str, e: &RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis {op}: {}", describe(e)))
-}
-
-/// The connection slot: created on first use, dropped (and recreated on the
-/// next call) if it fails in a way the manager does not recover from itself.
-#[derive(Default)]
-struct Slot {
-    generation: u64,
-    manager: Option<ConnectionManager>,
-}
-
 struct Scripts {
     create: Script,
     delete: Script,
+    unindex: Script,
     unlock: Script,
 }
 
-/// A [`super::SessionStore`] backed by Redis.
+/// A [`super::SessionStore`] backed by Redis or a Redis Cluster.
 pub struct RedisStore {
-    client: redis::Client,
-    redacted_url: String,
-    prefix: String,
-    op_timeout: Duration,
-    slot: Mutex<Slot>,
+    conn: Connector,
+    keys: Keys,
     scripts: Scripts,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.redacted_url)
-            .field("prefix", &self.prefix)
-            .field("op_timeout", &self.op_timeout)
+            .field("cluster", &self.conn.is_cluster())
+            .field("url", &self.conn.redacted())
+            .field("prefix", &self.keys.prefix())
+            .field("op_timeout", &self.conn.op_timeout())
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// A store for `cfg`. Checks the URL but does not connect: the first
+    /// A store on one Redis. Checks the URL but does not connect: the first
     /// operation does, and a failed connection is retried by later operations.
     pub fn new(cfg: RedisStoreConfig) -> Result<Self, StoreError> {
-        // The parse error may quote the URL, which may carry a password: drop it.
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|_| StoreError::Unavailable("invalid redis URL".to_owned()))?;
-        Ok(Self {
-            client,
-            redacted_url: redact_url(&cfg.url),
-            prefix: cfg.prefix,
-            op_timeout: cfg.op_timeout,
-            slot: Mutex::new(Slot::default()),
+        Ok(Self::with(Connector::single(&cfg.url, cfg.op_timeout)?, cfg.prefix))
+    }
+
+    /// A store on a Redis Cluster. Checks the node URLs but does not connect:
+    /// the first operation does, and the cluster client reconnects and follows
+    /// slot moves by itself.
+    pub fn new_cluster(cfg: RedisClusterConfig) -> Result<Self, StoreError> {
+        Ok(Self::with(Connector::cluster(&cfg.nodes, cfg.op_timeout)?, cfg.prefix))
+    }
+
+    fn with(conn: Connector, prefix: String) -> Self {
+        Self {
+            conn,
+            keys: Keys::new(prefix),
             scripts: Scripts {
                 create: Script::new(CREATE_LUA),
                 delete: Script::new(DELETE_LUA),
+                unindex: Script::new(UNINDEX_LUA),
                 unlock: Script::new(UNLOCK_LUA),
             },
-        })
-    }
-
-    fn session_key(&self, id: &SessionId) -> String {
-        format!("{}{}", self.prefix, id.key_suffix())
-    }
-
-    fn index_key(&self, openid: &str) -> String {
-        format!("{}openid:{openid}", self.prefix)
-    }
-
-    fn kv_key(&self, name: &str) -> String {
-        format!("{}kv:{name}", self.prefix)
-    }
-
-    fn lock_key(&self, name: &str) -> String {
-        format!("{}lock:{name}", self.prefix)
-    }
-
-    /// The shared connection manager, created on first use. Creating it does
-    /// not connect; the manager connects (and reconnects) on demand.
-    fn connection(&self) -> Result<(u64, ConnectionManager), StoreError> {
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(manager) = &slot.manager {
-            return Ok((slot.generation, manager.clone()));
-        }
-        // The manager spawns its driver on the current Tokio runtime.
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(StoreError::Unavailable("redis store used outside a Tokio runtime".into()));
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.op_timeout))
-            .set_response_timeout(Some(self.op_timeout))
-            // Fail fast while Redis is down (requests get a quick 503); the
-            // next operation starts a fresh attempt.
-            .set_number_of_retries(0);
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(|e| unavailable("connect", &e))?;
-        slot.generation += 1;
-        slot.manager = Some(manager.clone());
-        tracing::debug!(url = %self.redacted_url, "redis connection manager created");
-        Ok((slot.generation, manager))
-    }
-
-    /// Forget the manager of `generation` so the next call builds a new one.
-    fn discard(&self, generation: u64) {
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.generation == generation {
-            slot.manager = None;
         }
     }
 
-    /// Run one Redis round trip. An idempotent request is retried once after a
-    /// connection error (the first request after a Redis restart meets the
-    /// dead connection; the retry goes over the fresh one).
-    async fn exec<T, F, Fut>(
+    /// `'1'` when scripts must stay within one cluster slot.
+    fn cluster_flag(&self) -> &'static str {
+        if self.conn.is_cluster() { "1" } else { "0" }
+    }
+
+    /// Whether two keys may be written by one script.
+    fn together(&self, a: &str, b: &str) -> bool {
+        !self.conn.is_cluster() || same_slot(a, b)
+    }
+
+    /// Delete one key (in whatever slot it is).
+    async fn del(&self, op: &'static str, key: &str) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        self.conn.query::<i64>(op, true, &cmd).await.map(|_| ())
+    }
+
+    async fn create_unbounded(
         &self,
-        op: &'static str,
-        idempotent: bool,
-        f: F,
-    ) -> Result<T, StoreError>
-    where
-        F: Fn(ConnectionManager) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
-    {
-        let mut retried = false;
-        loop {
-            let (generation, conn) = self.connection()?;
-            let err = match f(conn).await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            // The manager reconnects by itself after I/O errors; a connection
-            // that failed any other unrecoverable way (auth, protocol) would
-            // stay failed, so start over with a new manager.
-            if !err.is_io_error() && err.is_unrecoverable_error() {
-                self.discard(generation);
+        id: &SessionId,
+        record: &SessionRecord,
+        ttl: Duration,
+        index_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let json = record.to_json()?;
+        let session = self.keys.session(id);
+        let index = self.keys.index(&record.openid);
+        let mut inv = self.scripts.create.prepare_invoke();
+        inv.key(&index)
+            .arg(self.keys.prefix())
+            .arg(id.key_suffix())
+            .arg(ttl_ms(index_ttl))
+            .arg(self.cluster_flag());
+        let previous = if self.together(&session, &index) {
+            // One script: session, index and (same-slot) revocation at once.
+            inv.key(&session).arg(json).arg(ttl_ms(ttl));
+            self.conn.invoke::<Option<String>>("create", &inv).await?
+        } else {
+            // Step 1: the session, in its own slot.
+            let mut set = redis::cmd("SET");
+            set.arg(&session).arg(json).arg("PX").arg(ttl_ms(ttl));
+            self.conn.query::<()>("create", true, &set).await?;
+            // Step 2 (the commit point): repoint the index.
+            match self.conn.invoke::<Option<String>>("create", &inv).await {
+                Ok(previous) => previous,
+                Err(e) => {
+                    // Fail closed: the login failed, so its session must not
+                    // linger unindexed (where no later login would revoke it).
+                    if self.del("create", &session).await.is_err() {
+                        tracing::warn!("redis create: could not remove an uncommitted session");
+                    }
+                    return Err(e);
+                }
             }
-            let connection_problem = err.is_io_error() || err.is_unrecoverable_error();
-            if idempotent && connection_problem && !retried {
-                tracing::debug!(op, error = %describe(&err), "redis request failed; retrying once");
-                retried = true;
-                continue;
-            }
-            tracing::debug!(op, error = %describe(&err), "redis request failed");
-            return Err(unavailable(op, &err));
+        };
+        // Step 3 where needed: the previous session, in its own slot.
+        if let Some(previous) = previous {
+            self.del("create", &previous).await?;
         }
-    }
-
-    async fn query<T>(&self, op: &'static str, idempotent: bool, cmd: &Cmd) -> Result<T, StoreError>
-    where
-        T: FromRedisValue,
-    {
-        self.exec(op, idempotent, move |mut c| async move { cmd.query_async::<T>(&mut c).await })
-            .await
-    }
-
-    async fn invoke<T>(
-        &self,
-        op: &'static str,
-        invocation: &ScriptInvocation<'_>,
-    ) -> Result<T, StoreError>
-    where
-        T: FromRedisValue,
-    {
-        // Every script here is idempotent: running it twice leaves the same state.
-        self.exec(op, true, move |mut c| async move { invocation.invoke_async::<T>(&mut c).await })
-            .await
-    }
-
-    /// Bound a whole store operation (all its round trips and reconnects).
-    async fn bounded<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.op_timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::debug!(op, timeout = ?self.op_timeout, "redis operation timed out");
-                Err(StoreError::Unavailable(format!(
-                    "redis {op}: no answer within {:?}",
-                    self.op_timeout
-                )))
-            }
-        }
+        Ok(())
     }
 
     async fn delete_unbounded(&self, id: &SessionId) -> Result<(), StoreError> {
+        let suffix = id.key_suffix();
         let mut inv = self.scripts.delete.prepare_invoke();
-        inv.key(self.session_key(id)).arg(&self.prefix).arg(id.key_suffix());
-        self.invoke::<i64>("delete", &inv).await.map(|_| ())
+        inv.key(self.keys.session(id))
+            .arg(self.keys.prefix())
+            .arg(&suffix)
+            .arg(self.cluster_flag());
+        // In a cluster the index may live in another slot: clear it next.
+        if let Some(index) = self.conn.invoke::<Option<String>>("delete", &inv).await? {
+            let mut inv = self.scripts.unindex.prepare_invoke();
+            inv.key(index).arg(&suffix);
+            self.conn.invoke::<i64>("delete", &inv).await?;
+        }
+        Ok(())
     }
 
     async fn load_and_touch_unbounded(
@@ -328,11 +275,12 @@ impl RedisStore {
         id: &SessionId,
         expiry: Expiry,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let key = self.session_key(id);
+        let key = self.keys.session(id);
         // Slide to the idle TTL first (one round trip in the common case) ...
         let mut getex = redis::cmd("GETEX");
         getex.arg(&key).arg("PX").arg(ttl_ms(expiry.idle));
-        let Some(json) = self.query::<Option<String>>("load_and_touch", true, &getex).await? else {
+        let Some(json) = self.conn.query::<Option<String>>("load_and_touch", true, &getex).await?
+        else {
             return Ok(None);
         };
         let record = SessionRecord::from_json(&json)?;
@@ -346,7 +294,7 @@ impl RedisStore {
                 if ttl < expiry.idle {
                     let mut pexpire = redis::cmd("PEXPIRE");
                     pexpire.arg(&key).arg(ttl_ms(ttl));
-                    self.query::<i64>("load_and_touch", true, &pexpire).await?;
+                    self.conn.query::<i64>("load_and_touch", true, &pexpire).await?;
                 }
                 Ok(Some(record))
             }
@@ -359,14 +307,15 @@ impl SessionStore for RedisStore {
     #[tracing::instrument(name = "redis_store.load", skip_all, fields(kind = id.kind.namespace()))]
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.session_key(id));
-        self.bounded("load", async {
-            match self.query::<Option<String>>("load", true, &cmd).await? {
-                Some(json) => SessionRecord::from_json(&json).map(Some),
-                None => Ok(None),
-            }
-        })
-        .await
+        cmd.arg(self.keys.session(id));
+        self.conn
+            .bounded("load", async {
+                match self.conn.query::<Option<String>>("load", true, &cmd).await? {
+                    Some(json) => SessionRecord::from_json(&json).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await
     }
 
     #[tracing::instrument(
@@ -379,7 +328,7 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         expiry: Expiry,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.bounded("load_and_touch", self.load_and_touch_unbounded(id, expiry)).await
+        self.conn.bounded("load_and_touch", self.load_and_touch_unbounded(id, expiry)).await
     }
 
     #[tracing::instrument(name = "redis_store.create", skip_all, fields(kind = id.kind.namespace()))]
@@ -390,66 +339,62 @@ impl SessionStore for RedisStore {
         ttl: Duration,
         index_ttl: Duration,
     ) -> Result<(), StoreError> {
-        let json = record.to_json()?;
-        let mut inv = self.scripts.create.prepare_invoke();
-        inv.key(self.session_key(id))
-            .key(self.index_key(&record.openid))
-            .arg(&self.prefix)
-            .arg(id.key_suffix())
-            .arg(json)
-            .arg(ttl_ms(ttl))
-            .arg(ttl_ms(index_ttl));
-        self.bounded("create", self.invoke::<i64>("create", &inv)).await.map(|_| ())
+        self.conn.bounded("create", self.create_unbounded(id, record, ttl, index_ttl)).await
     }
 
     #[tracing::instrument(name = "redis_store.update", skip_all, fields(kind = id.kind.namespace()))]
     async fn update(&self, id: &SessionId, record: &SessionRecord) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.session_key(id)).arg(record.to_json()?).arg("XX").arg("KEEPTTL");
-        self.bounded("update", self.query::<Option<String>>("update", true, &cmd))
+        cmd.arg(self.keys.session(id)).arg(record.to_json()?).arg("XX").arg("KEEPTTL");
+        self.conn
+            .bounded("update", self.conn.query::<Option<String>>("update", true, &cmd))
             .await
             .map(|reply| reply.is_some())
     }
 
     #[tracing::instrument(name = "redis_store.delete", skip_all, fields(kind = id.kind.namespace()))]
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.bounded("delete", self.delete_unbounded(id)).await
+        self.conn.bounded("delete", self.delete_unbounded(id)).await
     }
 
     #[tracing::instrument(name = "redis_store.current_for_openid", skip_all)]
     async fn current_for_openid(&self, openid: &str) -> Result<Option<SessionId>, StoreError> {
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.index_key(openid));
-        self.bounded(
-            "current_for_openid",
-            self.query::<Option<String>>("current_for_openid", true, &cmd),
-        )
-        .await
-        .map(|suffix| suffix.and_then(|s| SessionId::from_key_suffix(&s)))
+        cmd.arg(self.keys.index(openid));
+        self.conn
+            .bounded(
+                "current_for_openid",
+                self.conn.query::<Option<String>>("current_for_openid", true, &cmd),
+            )
+            .await
+            .map(|suffix| suffix.and_then(|s| SessionId::from_key_suffix(&s)))
     }
 
     #[tracing::instrument(name = "redis_store.kv_get", skip_all, fields(name = %name))]
     async fn kv_get(&self, name: &str) -> Result<Option<String>, StoreError> {
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.kv_key(name));
-        self.bounded("kv_get", self.query::<Option<String>>("kv_get", true, &cmd)).await
+        cmd.arg(self.keys.kv(name));
+        self.conn.bounded("kv_get", self.conn.query::<Option<String>>("kv_get", true, &cmd)).await
     }
 
     #[tracing::instrument(name = "redis_store.kv_set", skip_all, fields(name = %name))]
     async fn kv_set(&self, name: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.kv_key(name)).arg(value).arg("PX").arg(ttl_ms(ttl));
-        self.bounded("kv_set", self.query::<()>("kv_set", true, &cmd)).await
+        cmd.arg(self.keys.kv(name)).arg(value).arg("PX").arg(ttl_ms(ttl));
+        self.conn.bounded("kv_set", self.conn.query::<()>("kv_set", true, &cmd)).await
     }
 
     #[tracing::instrument(name = "redis_store.try_lock", skip_all, fields(name = %name))]
     async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
         let token = random_token(16)?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.lock_key(name)).arg(&token).arg("NX").arg("PX").arg(ttl_ms(ttl));
-        // Not retried: if a first attempt took the lock but its answer was
-        // lost, a retry would report the lock as held by someone else.
-        self.bounded("try_lock", self.query::<Option<String>>("try_lock", false, &cmd))
+        cmd.arg(self.keys.lock(name)).arg(&token).arg("NX").arg("PX").arg(ttl_ms(ttl));
+        // Not retried here: if a first attempt took the lock but its answer
+        // was lost, a retry would report the lock as held by someone else (the
+        // lock then just expires). The cluster client may still retry a
+        // request it saw fail, with the same harmless outcome.
+        self.conn
+            .bounded("try_lock", self.conn.query::<Option<String>>("try_lock", false, &cmd))
             .await
             .map(|taken| taken.map(|_| token))
     }
@@ -457,14 +402,30 @@ impl SessionStore for RedisStore {
     #[tracing::instrument(name = "redis_store.unlock", skip_all, fields(name = %name))]
     async fn unlock(&self, name: &str, token: &str) -> Result<(), StoreError> {
         let mut inv = self.scripts.unlock.prepare_invoke();
-        inv.key(self.lock_key(name)).arg(token);
-        self.bounded("unlock", self.invoke::<i64>("unlock", &inv)).await.map(|_| ())
+        inv.key(self.keys.lock(name)).arg(token);
+        self.conn.bounded("unlock", self.conn.invoke::<i64>("unlock", &inv)).await.map(|_| ())
     }
 
     #[tracing::instrument(name = "redis_store.ping", skip_all)]
     async fn ping(&self) -> Result<(), StoreError> {
-        let cmd = redis::cmd("PING");
-        self.bounded("ping", self.query::<String>("ping", true, &cmd)).await.map(|_| ())
+        if !self.conn.is_cluster() {
+            let cmd = redis::cmd("PING");
+            return self
+                .conn
+                .bounded("ping", self.conn.query::<String>("ping", true, &cmd))
+                .await
+                .map(|_| ());
+        }
+        // A cluster is ready when it serves every slot, as one of its nodes
+        // sees it (a master down longer than the node timeout makes it `fail`).
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("INFO");
+        let info = self.conn.bounded("ping", self.conn.query::<String>("ping", true, &cmd)).await?;
+        if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("redis ping: the cluster does not serve every slot".into()))
+        }
     }
 }
 
@@ -482,6 +443,20 @@ mod tests {
         assert!(!format!("{cfg:?}").contains("hunter2"));
         let store = RedisStore::new(cfg).unwrap();
         assert!(!format!("{store:?}").contains("hunter2"));
+
+        let cfg = RedisClusterConfig {
+            nodes: vec![
+                "redis://:hunter2@10.0.0.1:7000".into(),
+                "redis://:hunter2@10.0.0.2:7000".into(),
+            ],
+            prefix: "p:".into(),
+            op_timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        let store = RedisStore::new_cluster(cfg).unwrap();
+        let printed = format!("{store:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("10.0.0.2"), "{printed}");
     }
 
     #[test]
@@ -493,6 +468,26 @@ mod tests {
         };
         let err = RedisStore::new(cfg).unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn invalid_cluster_nodes_are_refused_without_quoting_them() {
+        let cluster = |nodes: &[&str]| {
+            RedisStore::new_cluster(RedisClusterConfig {
+                nodes: nodes.iter().map(|n| n.to_string()).collect(),
+                prefix: "p:".into(),
+                op_timeout: Duration::from_secs(1),
+            })
+        };
+        for nodes in [
+            &[][..],
+            &["redis://:hunter2@10.0.0.1:7000", "http://:hunter2@10.0.0.2/"][..],
+            &["redis://:hunter2@10.0.0.1:7000", "redis://:other@10.0.0.2:7000"][..],
+        ] {
+            let err = cluster(nodes).unwrap_err().to_string();
+            assert!(!err.contains("hunter2") && !err.contains("10.0.0"), "{err}");
+        }
+        assert!(cluster(&["redis://a:7000", "http://b"]).unwrap_err().to_string().contains("#2"));
     }
 
     #[test]
