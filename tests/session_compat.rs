@@ -256,3 +256,29 @@ async fn login_attempts_are_rate_limited_per_client() {
     assert_eq!(reasons[2], (429, Some("ERR_TOO_MANY_REQUESTS".to_owned())));
     assert_eq!(app.exchanges(), 2);
 }
+
+#[tokio::test]
+async fn a_used_code_cannot_revive_a_session_or_become_a_token() {
+    let app = redis_app("spent_code").await;
+    let minted = app.mint("o_spent");
+    let raw = raw_data("spent");
+    let sig = sign(&raw, &minted.session_key);
+    assert_eq!(app.compat_login(&minted.code, &raw, &sig).await.status, 200);
+    // The same code cannot be turned into a token.
+    let t = app.token_login(&json!({"code": minted.code})).await;
+    assert_eq!((t.status, t.reason()), (401, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")));
+    assert_eq!(t.body["error"]["detail"]["errcode"], 40163);
+    // After logout, resending the first request does not bring the session back.
+    let out =
+        app.post("/applet/session/logout", &[("X-WX-Code", &minted.code)], &json!(null)).await;
+    assert_eq!(out.status, 200);
+    let again = app.compat_login(&minted.code, &raw, &sig).await;
+    assert_eq!((again.status, again.reason()), (401, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")));
+    assert_eq!(app.compat_me(&minted.code).await.reason(), Some("ERR_SESSION_EXPIRED"));
+    // And a token login's code cannot be used as a compat code.
+    let m2 = app.mint("o_spent");
+    assert_eq!(app.token_login(&json!({"code": m2.code})).await.status, 200);
+    let c = app.compat_login(&m2.code, &raw, &sign(&raw, &m2.session_key)).await;
+    assert_eq!(c.body["error"]["detail"]["errcode"], 40163);
+    assert_eq!(app.exchanges(), 2);
+}

@@ -150,6 +150,11 @@ pub struct WxSessions {
     /// code → the token issued for it, so concurrent token logins with one
     /// code share one session.
     token_logins: moka::future::Cache<String, Arc<TokenLoginResponse>>,
+    /// Codes that produced a session. A code is single use: a later attempt
+    /// is served only from its live session, else answered like WeChat
+    /// (40163), so a logged-out session cannot be brought back with a
+    /// resent first request, nor a compat code turned into a token.
+    spent: moka::sync::Cache<String, ()>,
     rate_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Recently served sessions (optional; see [`L1Config`]).
     l1: Option<L1>,
@@ -186,6 +191,10 @@ impl WxSessions {
             config,
             exchanges: code_cache(),
             token_logins: code_cache(),
+            spent: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(CODE_LIFETIME)
+                .build(),
             rate_limiter,
             logins_seen: AtomicU64::new(0),
             l1,
@@ -294,6 +303,15 @@ impl WxSessions {
         if let Some(session) = self.existing_verified(&id, &signed).await? {
             return Ok(session);
         }
+        if self.spent.contains_key(code) {
+            // Its session is gone (logged out, revoked) or was a token: the
+            // code is used up, as WeChat would say. Re-check once, in case the
+            // session was written between the lookup above and the mark.
+            return match self.existing_verified(&id, &signed).await? {
+                Some(session) => Ok(session),
+                None => Err(code_used()),
+            };
+        }
         let exchanged = match self.exchange(code, client).await {
             Ok(e) => e,
             Err(LoginError::Exchange(ExchangeError::WeChat {
@@ -316,6 +334,7 @@ impl WxSessions {
             .create(&id, &record, self.config.compat_ttl, self.index_ttl())
             .await
             .map_err(store_error)?;
+        self.spent.insert(code.to_owned(), ());
         tracing::info!(user = %hash_tag(&record.openid), "compat login");
         Ok(WxSession::new(id, record))
     }
@@ -376,6 +395,13 @@ impl WxSessions {
         if let Some(previous) = self.token_logins.get(code).await {
             return self.reuse_token_login(previous, signed.as_ref()).await;
         }
+        if self.spent.contains_key(code) {
+            // Used by a compat login (or a token login that just finished).
+            return match self.token_logins.get(code).await {
+                Some(previous) => self.reuse_token_login(previous, signed.as_ref()).await,
+                None => Err(code_used()),
+            };
+        }
         let exchanged = self.exchange(code, client).await?;
         if let Some(s) = &signed {
             s.verify(&exchanged.session_key)?;
@@ -387,6 +413,7 @@ impl WxSessions {
             .or_try_insert_with(self.issue_token(&exchanged, object))
             .await
             .map_err(|e| (*e).clone())?;
+        self.spent.insert(code.to_owned(), ());
         Ok(entry.into_value())
     }
 
@@ -399,11 +426,7 @@ impl WxSessions {
     ) -> Result<Arc<TokenLoginResponse>, SessionError> {
         let id = SessionId::token(&previous.token);
         let Some(record) = self.store.load(&id).await.map_err(store_error)? else {
-            let err = ExchangeError::WeChat {
-                errcode: ERRCODE_CODE_USED,
-                errmsg: "code been used; its session has ended".into(),
-            };
-            return Err(SessionError::KeyExchangeFailed(err));
+            return Err(code_used());
         };
         if let Some(s) = signed {
             s.verify(&record.session_key)?;
@@ -452,6 +475,14 @@ impl WxSessions {
     ) -> Result<bool, SessionError> {
         self.store.update(session.id(), &record).await.map_err(store_error)
     }
+}
+
+/// The answer for a code that was already used, as WeChat gives it.
+fn code_used() -> SessionError {
+    SessionError::KeyExchangeFailed(ExchangeError::WeChat {
+        errcode: ERRCODE_CODE_USED,
+        errmsg: "code been used".into(),
+    })
 }
 
 /// A bounded cache whose entries live as long as a WeChat code.
