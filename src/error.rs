@@ -90,6 +90,8 @@ impl AppError {
             Self::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Self::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::WeChat(WeChatError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            // Still "system busy" after the one retry: WeChat's trouble, not the request's.
+            Self::WeChat(WeChatError::Api { errcode: -1, .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Self::WeChat(WeChatError::Api { .. }) => StatusCode::BAD_REQUEST,
             Self::WeChat(_) => StatusCode::BAD_GATEWAY,
         }

@@ -230,6 +230,13 @@ async fn slow_wechat_gives_504_within_the_timeout_and_500_gives_502() {
     let a = app.compat_login(&minted.code, &raw, &sign(&raw, &minted.session_key)).await;
     assert_eq!((a.status, a.reason()), (502, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")));
 
+    // Still busy after the one retry: WeChat's trouble, an honest 503.
+    let minted = app.mint("o_ivan");
+    app.fake.set_faults(Faults { busy: 5, ..Faults::default() });
+    let a = app.compat_login(&minted.code, &raw, &sign(&raw, &minted.session_key)).await;
+    assert_eq!((a.status, a.reason()), (503, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")));
+    assert_eq!(a.body["error"]["detail"]["errcode"], -1);
+
     // A busy WeChat (errcode -1) is retried once and then succeeds.
     let minted = app.mint("o_ivan");
     app.fake.set_faults(Faults { busy: 1, ..Faults::default() });

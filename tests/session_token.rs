@@ -75,7 +75,9 @@ async fn malformed_login_bodies_are_400() {
         .send()
         .await
         .unwrap();
-    assert_eq!(a.status(), 400);
+    assert_eq!(a.status(), 413);
+    let get = app.get("/applet/session/login", &[]).await;
+    assert_eq!((get.status, get.reason()), (405, Some("ERR_METHOD_NOT_ALLOWED")));
     assert_eq!(app.exchanges(), 0);
 }
 

@@ -52,6 +52,12 @@ pub enum SessionError {
     /// A rate limit was hit.
     #[error("too many login attempts; slow down")]
     TooManyRequests,
+    /// A login body larger than the configured limit.
+    #[error("the login body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// Login/logout called with a method other than POST.
+    #[error("use POST for this route")]
+    MethodNotAllowed,
     /// A malformed login/logout request body.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -72,6 +78,8 @@ impl SessionError {
             Self::NotLoggedIn => "ERR_NOT_LOGGED_IN",
             Self::TooManyRequests => "ERR_TOO_MANY_REQUESTS",
             Self::InvalidRequest(_) => "ERR_INVALID_REQUEST",
+            Self::BodyTooLarge(_) => "ERR_PAYLOAD_TOO_LARGE",
+            Self::MethodNotAllowed => "ERR_METHOD_NOT_ALLOWED",
             Self::LayerMissing => "ERR_SESSION_LAYER_MISSING",
         }
     }
@@ -95,6 +103,8 @@ impl SessionError {
             Self::InvalidRawData(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -30,7 +30,7 @@ impl std::fmt::Debug for Exchanged {
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ExchangeError {
     /// WeChat answered with a non-zero errcode (bad, used or expired code…).
-    #[error("WeChat rejected the code (errcode {errcode}: {errmsg})")]
+    #[error("WeChat answered errcode {errcode}: {errmsg}")]
     WeChat {
         /// WeChat's errcode.
         errcode: i64,

@@ -14,7 +14,7 @@ pub const HEADER_SIGNATURE: &str = "x-wx-signature";
 pub const HEADER_SKEY: &str = "x-wx-skey";
 
 /// The longest code or token the layer will look at; WeChat codes are 32
-/// chars, tokens 43. Anything longer is not ours and is never sent to a store.
+/// chars, tokens 52. Anything longer is not ours and is never sent to a store.
 const MAX_ID_LEN: usize = 256;
 
 /// A header's value as text when present and non-empty.

@@ -110,9 +110,13 @@ where
             return Box::pin(async move { Ok(inner.call(req).await?.map(Body::new)) });
         }
         let cfg = sessions.config();
+        let is_session_route = |p: &Option<String>| p.as_deref() == Some(path);
         let route = match *req.method() {
-            Method::POST if cfg.login_path.as_deref() == Some(path) => Route::Login,
-            Method::POST if cfg.logout_path.as_deref() == Some(path) => Route::Logout,
+            Method::POST if is_session_route(&cfg.login_path) => Route::Login,
+            Method::POST if is_session_route(&cfg.logout_path) => Route::Logout,
+            _ if is_session_route(&cfg.login_path) || is_session_route(&cfg.logout_path) => {
+                return Box::pin(async { Ok(SessionError::MethodNotAllowed.into_response()) });
+            }
             _ => Route::Other,
         };
         Box::pin(async move {
@@ -149,9 +153,12 @@ where
     let limit = sessions.config().max_login_body;
     let bytes = match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return SessionError::BodyTooLarge(limit).into_response();
+        }
         Err(_) => {
-            let why = format!("the login body must be JSON of at most {limit} bytes");
-            return SessionError::InvalidRequest(why).into_response();
+            return SessionError::InvalidRequest("the login body could not be read".into())
+                .into_response();
         }
     };
     let request: TokenLoginRequest = match serde_json::from_slice(&bytes) {
