@@ -260,10 +260,12 @@ pub struct SessionSection {
     pub memory_max_entries: u64,
     /// Login attempts per client address; omit to disable.
     pub login_rate_limit: Option<LoginRateLimit>,
-    /// TTL of the in-process L1 session cache; omit to disable it. Revocations
-    /// on other instances are seen at most this late.
+    /// Put the in-process L1 session cache in front of the store.
+    pub l1: bool,
+    /// TTL of an L1 entry (default 1 s): revocations on other instances are
+    /// seen at most this late.
     #[serde(with = "humantime_serde")]
-    pub l1_ttl: Option<Duration>,
+    pub l1_ttl: Duration,
     /// Most sessions the L1 cache keeps.
     pub l1_max_entries: u64,
 }
@@ -279,7 +281,8 @@ impl Default for SessionSection {
             ignore: d.ignore,
             memory_max_entries: 100_000,
             login_rate_limit: d.login_rate_limit,
-            l1_ttl: None,
+            l1: false,
+            l1_ttl: Duration::from_secs(1),
             l1_max_entries: 100_000,
         }
     }
@@ -430,6 +433,7 @@ impl Config {
             ("session.compat_ttl", self.session.compat_ttl),
             ("session.token_idle_ttl", self.session.token_idle_ttl),
             ("session.token_max_lifetime", self.session.token_max_lifetime),
+            ("session.l1_ttl", self.session.l1_ttl),
             ("redis.timeout", self.redis.timeout),
             ("wechat.timeout", self.wechat.timeout),
             ("wechat.connect_timeout", self.wechat.connect_timeout),
@@ -483,11 +487,10 @@ impl Config {
             login_path: Some(format!("{base}/session/login")),
             logout_path: Some(format!("{base}/session/logout")),
             login_rate_limit: self.session.login_rate_limit,
-            l1: self
-                .session
-                .l1_ttl
-                .filter(|ttl| !ttl.is_zero())
-                .map(|ttl| L1Config { ttl, max_entries: self.session.l1_max_entries }),
+            l1: self.session.l1.then_some(L1Config {
+                ttl: self.session.l1_ttl,
+                max_entries: self.session.l1_max_entries,
+            }),
             ..SessionConfig::default()
         }
     }
@@ -535,6 +538,19 @@ mod tests {
         assert_eq!(c.mode, Mode::Dev);
         assert_eq!(c.server.listen.port(), 5757);
         assert_eq!(c.session.store, StoreKind::Memory);
+    }
+
+    #[test]
+    fn l1_is_off_by_default_and_one_second_when_on() {
+        let c = Config::from_figment(base()).unwrap();
+        assert_eq!(c.session_config().l1, None);
+        let on = base().merge(Serialized::default("session.l1", true));
+        let l1 = Config::from_figment(on.clone()).unwrap().session_config().l1.unwrap();
+        assert_eq!(l1.ttl, Duration::from_secs(1));
+        assert_eq!(l1.max_entries, 100_000);
+        let zero = on.merge(Serialized::default("session.l1_ttl", "0s"));
+        let e = Config::from_figment(zero).unwrap_err().to_string();
+        assert!(e.contains("session.l1_ttl must be greater than zero"), "{e}");
     }
 
     #[test]

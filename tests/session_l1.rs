@@ -27,7 +27,11 @@ fn command_calls(port: u16, command: &str) -> u64 {
 async fn app_on(redis: &RedisServer, prefix: &str, l1: &str) -> TestApp {
     spawn_app(AppOptions {
         store: StoreChoice::Redis { url: redis.url(), prefix: prefix.to_owned() },
-        extra: vec![("session.l1_ttl", json!(l1)), ("redis.timeout", json!("500ms"))],
+        extra: vec![
+            ("session.l1", json!(true)),
+            ("session.l1_ttl", json!(l1)),
+            ("redis.timeout", json!("500ms")),
+        ],
         clock: None,
     })
     .await
