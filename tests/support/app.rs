@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
-use sha1::{Digest, Sha1};
 use weapp_gateway::clock::Clock;
 use weapp_gateway::config::Config;
 use weapp_gateway::server::Application;
@@ -135,30 +133,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     TestApp { addr, base: format!("http://{addr}"), fake, fake_addr, http, stop: Some(stop) }
 }
 
-/// What JavaScript's `encodeURIComponent` leaves alone.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'!')
-    .remove(b'~')
-    .remove(b'*')
-    .remove(b'\'')
-    .remove(b'(')
-    .remove(b')');
-
-/// JavaScript's `encodeURIComponent`.
-pub fn encode_uri_component(s: &str) -> String {
-    utf8_percent_encode(s, URI_COMPONENT).to_string()
-}
-
-/// `sha1_hex(raw + session_key)`, as WeChat signs user info.
-pub fn sign(raw: &str, session_key: &str) -> String {
-    let mut h = Sha1::new();
-    h.update(raw.as_bytes());
-    h.update(session_key.as_bytes());
-    hex::encode(h.finalize())
-}
+pub use super::wx::{encode_uri_component, sign};
 
 /// A parsed answer: status and JSON body.
 #[derive(Debug)]

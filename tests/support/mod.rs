@@ -7,3 +7,4 @@ pub mod nginx;
 pub mod process;
 pub mod redis;
 pub mod redis_cluster;
+pub mod wx;
