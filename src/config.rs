@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::mongo::MongoConfig;
+use crate::pk::BoardCacheConfig;
 use crate::session::{L1Config, LoginRateLimit, SessionConfig};
 
 /// The config file used when none is given.
@@ -103,15 +104,35 @@ pub struct PkSection {
     pub retention_days: u32,
     /// Most entries a ranking answer lists (the caller's own entry is always added).
     pub ranking_limit: u32,
+    /// How long a group's day is served from memory before it is reloaded
+    /// (see [`crate::pk::CachedPkStore`]); zero turns the cache off.
+    #[serde(with = "humantime_serde")]
+    pub board_cache_ttl: Duration,
+    /// Most step records the board cache keeps over all groups.
+    pub board_cache_max_records: u64,
 }
 
 impl Default for PkSection {
     fn default() -> Self {
-        Self { timezone: "Asia/Shanghai".into(), retention_days: 30, ranking_limit: 100 }
+        Self {
+            timezone: "Asia/Shanghai".into(),
+            retention_days: 30,
+            ranking_limit: 100,
+            board_cache_ttl: Duration::from_secs(1),
+            board_cache_max_records: 1_000_000,
+        }
     }
 }
 
 impl PkSection {
+    /// Settings of the PK board cache; `None` when it is turned off.
+    pub fn board_cache(&self) -> Option<BoardCacheConfig> {
+        (!self.board_cache_ttl.is_zero()).then_some(BoardCacheConfig {
+            ttl: self.board_cache_ttl,
+            max_records: self.board_cache_max_records,
+        })
+    }
+
     /// The parsed timezone.
     pub fn tz(&self) -> Result<chrono_tz::Tz, ConfigError> {
         self.timezone.parse().map_err(|_| {

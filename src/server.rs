@@ -14,7 +14,7 @@ use crate::app::{AppState, FAKE_WECHAT_PATH, router};
 use crate::clock::Clock;
 use crate::config::{Config, DataStoreKind, StoreKind};
 use crate::notices::{MemoryNoticeStore, MongoNoticeStore, NoticeStore};
-use crate::pk::{MemoryPkStore, MongoPkStore, PkStore};
+use crate::pk::{CachedPkStore, MemoryPkStore, MongoPkStore, PkStore};
 use crate::session::store::{
     MemoryStore, RedisClusterConfig, RedisStore, RedisStoreConfig, SessionStore,
 };
@@ -275,7 +275,7 @@ async fn data_stores(
 ) -> Result<(Arc<dyn PkStore>, Arc<dyn NoticeStore>), StartError> {
     match config.data.store {
         DataStoreKind::Memory => {
-            Ok((Arc::new(MemoryPkStore::new()), Arc::new(MemoryNoticeStore::new())))
+            Ok((with_board_cache(config, MemoryPkStore::new()), Arc::new(MemoryNoticeStore::new())))
         }
         DataStoreKind::Mongodb => {
             let db = crate::mongo::connect(&config.mongodb)
@@ -314,8 +314,16 @@ async fn data_stores(
                     }
                 });
             }
-            Ok((Arc::new(pk), Arc::new(notices)))
+            Ok((with_board_cache(config, pk), Arc::new(notices)))
         }
+    }
+}
+
+/// `store` behind the PK board cache, unless `pk.board_cache_ttl` is zero.
+fn with_board_cache(config: &Config, store: impl PkStore) -> Arc<dyn PkStore> {
+    match config.pk.board_cache() {
+        Some(cfg) => Arc::new(CachedPkStore::new(store, cfg)),
+        None => Arc::new(store),
     }
 }
 

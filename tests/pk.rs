@@ -212,3 +212,43 @@ async fn the_day_turns_at_shanghai_midnight_while_utc_is_still_yesterday() {
         app.get("/applet/pk/groups/G_night/ranking?date=2026-11-21", &[user.auth()]).await;
     assert_eq!(yesterday.body["me"]["steps"], 5_000);
 }
+
+#[tokio::test]
+async fn a_check_in_on_one_instance_reaches_another_s_ranking_within_the_board_ttl() {
+    let at = Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap();
+    let today = shanghai_midnight(2026, 11, 22);
+    let db = support::mongo::unique_db("pk_two");
+    let instance = |name: &str| {
+        let (clock, _) = manual_clock(at);
+        AppOptions::redis(name)
+            .mongo(name)
+            .with("mongodb.database", db.clone())
+            .with("pk.board_cache_ttl", "300ms")
+            .clock(clock)
+    };
+    let a = spawn_app(instance("pk_two_a")).await;
+    let b = spawn_app(instance("pk_two_b")).await;
+    let alice = a.user("o_alice_two", "alice").await;
+    let bob = b.user("o_bob_two", "bob").await;
+
+    let first = checkin(&a, &alice, Some("G_two_inst"), (today, 5_000)).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.body["participants"], 1);
+    // b has its own board: its own check-in shows at once, with alice's.
+    let second = checkin(&b, &bob, Some("G_two_inst"), (today, 6_000)).await;
+    assert_eq!(second.body["participants"], 2, "{:?}", second.body);
+    assert_eq!(second.body["me"]["rank"], 1);
+
+    // a's board may be up to one TTL old (plus a reload); then bob is there.
+    let started = std::time::Instant::now();
+    loop {
+        let r = a.get("/applet/pk/groups/G_two_inst/ranking", &[alice.auth()]).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        if r.body["participants"] == 2 {
+            assert_eq!(r.body["me"]["rank"], 2);
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "bob never showed on a");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,6 +1,7 @@
 //! One contract for every `PkStore` backend: each case below runs against the
 //! in-memory store and against a real MongoDB-wire-protocol server (its own
-//! database per case), so the backends cannot drift apart.
+//! database per case), and against the board cache over each of them, so the
+//! backends cannot drift apart.
 
 mod support;
 
@@ -10,7 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use mongodb::Database;
 use weapp_gateway::mongo::{PK_MEMBERS, PK_RECORDS};
-use weapp_gateway::pk::{MemoryPkStore, MongoPkStore, PkStore, StepCheckin, StepRecord};
+use weapp_gateway::pk::{
+    BoardCacheConfig, CachedPkStore, MemoryPkStore, MongoPkStore, PkStore, StepCheckin, StepRecord,
+};
 
 type Store = Arc<dyn PkStore>;
 
@@ -21,11 +24,25 @@ fn memory_store() -> Store {
     Arc::new(MemoryPkStore::new())
 }
 
-async fn mongo_store(case: &str) -> (Store, Database) {
+async fn mongo_pair(case: &str) -> (Database, MongoPkStore) {
     let db = support::mongo::test_db(case).await;
     let store = MongoPkStore::new(db.clone(), Duration::from_secs(5));
     store.init(RETENTION_DAYS).await.unwrap();
+    (db, store)
+}
+
+async fn mongo_store(case: &str) -> (Store, Database) {
+    let (db, store) = mongo_pair(case).await;
     (Arc::new(store), db)
+}
+
+/// `inner` behind the board cache, with a TTL far longer than any case: the
+/// cases see only what the cache's own invalidation gives them.
+fn cached(inner: impl PkStore) -> Store {
+    Arc::new(CachedPkStore::new(
+        inner,
+        BoardCacheConfig { ttl: Duration::from_secs(60), max_records: 100_000 },
+    ))
 }
 
 /// `secs` seconds into the test day.
@@ -228,6 +245,20 @@ async fn rank_of_and_participants_agree_with_the_ranking(store: Store) {
     assert!(store.rank_of("g1", DAY, "nobody").await.unwrap().is_none());
 }
 
+async fn standings_are_the_whole_ranking_in_order(store: Store) {
+    assert!(store.standings("g1", DAY).await.unwrap().is_empty());
+    for (i, who) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+        up(&store, "g1", who, 100 * (i as u64 % 3), t(i as i64)).await;
+    }
+    up(&store, "g2", "z", 1_000, t(0)).await;
+    let all = store.standings("g1", DAY).await.unwrap();
+    assert_eq!(openids(&all), ["c", "f", "b", "e", "a", "d"]);
+    assert_eq!(all, store.ranking("g1", DAY, 100).await.unwrap());
+    up(&store, "g1", "d", 250, t(9)).await;
+    let all = store.standings("g1", DAY).await.unwrap();
+    assert_eq!(openids(&all), ["d", "c", "f", "b", "e", "a"], "a write is seen by the next read");
+}
+
 async fn concurrent_upserts_of_one_key_all_succeed(store: Store) {
     // Steps 1..=20 in a scrambled order, each with its own time.
     let steps: Vec<u64> = (0..20u64).map(|i| (i * 7) % 20 + 1).collect();
@@ -277,6 +308,28 @@ macro_rules! contract {
                 }
             )*
         }
+
+        /// The board cache over MongoDB: one instance sees its own writes.
+        mod cached_mongo {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let case = concat!("c_", stringify!($case));
+                    let (db, mongo) = super::mongo_pair(case).await;
+                    super::$case(super::cached(mongo)).await;
+                    db.drop().await.unwrap();
+                }
+            )*
+        }
+
+        mod cached_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::cached(weapp_gateway::pk::MemoryPkStore::new())).await;
+                }
+            )*
+        }
     };
 }
 
@@ -290,6 +343,7 @@ contract!(
     ranking_orders_by_steps_then_reached_at_then_openid,
     groups_and_dates_are_isolated,
     rank_of_and_participants_agree_with_the_ranking,
+    standings_are_the_whole_ranking_in_order,
     concurrent_upserts_of_one_key_all_succeed,
     ping_answers,
 );

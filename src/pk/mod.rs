@@ -1,10 +1,12 @@
 //! Group step-count PK: a daily leaderboard per WeChat group.
 
+mod cached;
 mod memory;
 mod model;
 mod mongo;
 pub mod routes;
 
+pub use cached::{BoardCacheConfig, CachedPkStore};
 pub use memory::MemoryPkStore;
 pub use model::{GroupRank, Membership, RankedEntry, StepCheckin, StepRecord};
 pub use mongo::MongoPkStore;
@@ -53,6 +55,11 @@ pub trait PkStore: Send + Sync + 'static {
 
     /// How many users checked in to a group's day.
     async fn participants(&self, open_gid: &str, date: &str) -> Result<u64, DataError>;
+
+    /// Every record of a group's day, in ranking order.
+    async fn standings(&self, open_gid: &str, date: &str) -> Result<Vec<StepRecord>, DataError> {
+        self.ranking(open_gid, date, u32::MAX).await
+    }
 
     /// Liveness of the backend.
     async fn ping(&self) -> Result<(), DataError>;
