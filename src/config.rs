@@ -145,13 +145,23 @@ impl PkSection {
 }
 
 /// `[notices]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NoticesSection {
     /// Check new and edited text with WeChat's msgSecCheck v2 first.
     pub content_security: bool,
     /// Bearer token of the moderation routes (`/admin/...`); unset disables them.
     pub admin_token: Option<SecretString>,
+    /// How long the feed's first page is served from memory before it is
+    /// reloaded (see [`crate::notices::CachedNoticeStore`]); zero turns it off.
+    #[serde(with = "humantime_serde")]
+    pub feed_cache_ttl: Duration,
+}
+
+impl Default for NoticesSection {
+    fn default() -> Self {
+        Self { content_security: false, admin_token: None, feed_cache_ttl: Duration::from_secs(1) }
+    }
 }
 
 /// `[message]`.

@@ -26,6 +26,7 @@ pub mod open_data;
 pub mod pk;
 pub mod server;
 pub mod session;
+pub mod snapshot;
 /// Native HTTPS: certificates, ALPN, reload on SIGHUP.
 pub mod tls;
 pub mod wechat;

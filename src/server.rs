@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::app::{AppState, FAKE_WECHAT_PATH, router};
 use crate::clock::Clock;
 use crate::config::{Config, DataStoreKind, StoreKind};
-use crate::notices::{MemoryNoticeStore, MongoNoticeStore, NoticeStore};
+use crate::notices::{CachedNoticeStore, MemoryNoticeStore, MongoNoticeStore, NoticeStore};
 use crate::pk::{CachedPkStore, MemoryPkStore, MongoPkStore, PkStore};
 use crate::session::store::{
     MemoryStore, RedisClusterConfig, RedisStore, RedisStoreConfig, SessionStore,
@@ -274,9 +274,10 @@ async fn data_stores(
     config: &Config,
 ) -> Result<(Arc<dyn PkStore>, Arc<dyn NoticeStore>), StartError> {
     match config.data.store {
-        DataStoreKind::Memory => {
-            Ok((with_board_cache(config, MemoryPkStore::new()), Arc::new(MemoryNoticeStore::new())))
-        }
+        DataStoreKind::Memory => Ok((
+            with_board_cache(config, MemoryPkStore::new()),
+            with_feed_cache(config, MemoryNoticeStore::new()),
+        )),
         DataStoreKind::Mongodb => {
             let db = crate::mongo::connect(&config.mongodb)
                 .await
@@ -314,8 +315,16 @@ async fn data_stores(
                     }
                 });
             }
-            Ok((with_board_cache(config, pk), Arc::new(notices)))
+            Ok((with_board_cache(config, pk), with_feed_cache(config, notices)))
         }
+    }
+}
+
+/// `store` behind the feed-head cache, unless `notices.feed_cache_ttl` is zero.
+fn with_feed_cache(config: &Config, store: impl NoticeStore) -> Arc<dyn NoticeStore> {
+    match config.notices.feed_cache_ttl {
+        ttl if ttl.is_zero() => Arc::new(store),
+        ttl => Arc::new(CachedNoticeStore::new(store, ttl, crate::notices::routes::MAX_LIMIT)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One contract for every `NoticeStore` backend: each case below runs against
 //! the in-memory store and against a real MongoDB-wire-protocol server (its
-//! own database per case), so the backends cannot drift apart.
+//! own database per case), and against the feed-head cache over each of them,
+//! so the backends cannot drift apart.
 
 mod support;
 
@@ -12,8 +13,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use mongodb::Database;
 use weapp_gateway::mongo::NOTICES;
 use weapp_gateway::notices::{
-    AuthorChange, MemoryNoticeStore, MongoNoticeStore, NewNotice, Notice, NoticePatch, NoticeState,
-    NoticeStore, Visibility,
+    AuthorChange, CachedNoticeStore, MemoryNoticeStore, MongoNoticeStore, NewNotice, Notice,
+    NoticePatch, NoticeState, NoticeStore, Visibility,
 };
 
 type Store = Arc<dyn NoticeStore>;
@@ -22,11 +23,22 @@ fn memory_store() -> Store {
     Arc::new(MemoryNoticeStore::new())
 }
 
-async fn mongo_store(case: &str) -> (Store, Database) {
+async fn mongo_pair(case: &str) -> (Database, MongoNoticeStore) {
     let db = support::mongo::test_db(case).await;
     let store = MongoNoticeStore::new(db.clone(), Duration::from_secs(5));
     store.init().await.unwrap();
+    (db, store)
+}
+
+async fn mongo_store(case: &str) -> (Store, Database) {
+    let (db, store) = mongo_pair(case).await;
     (Arc::new(store), db)
+}
+
+/// `inner` behind the feed-head cache, with a TTL far longer than any case:
+/// the cases see only what the cache's own invalidation gives them.
+fn cached(inner: impl NoticeStore, head: u32) -> Store {
+    Arc::new(CachedNoticeStore::new(inner, Duration::from_secs(60), head))
 }
 
 fn t(secs: i64) -> DateTime<Utc> {
@@ -315,6 +327,30 @@ macro_rules! contract {
                     let (store, db) = super::mongo_store(stringify!($case)).await;
                     super::$case(store).await;
                     db.drop().await.unwrap();
+                }
+            )*
+        }
+
+        /// The feed-head cache over MongoDB, with the gateway's head of 50.
+        mod cached_mongo {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let case = concat!("c_", stringify!($case));
+                    let (db, mongo) = super::mongo_pair(case).await;
+                    super::$case(super::cached(mongo, 50)).await;
+                    db.drop().await.unwrap();
+                }
+            )*
+        }
+
+        /// A head of 4: pages past it go to the store, pages in it do not.
+        mod cached_memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let store = weapp_gateway::notices::MemoryNoticeStore::new();
+                    super::$case(super::cached(store, 4)).await;
                 }
             )*
         }

@@ -1,11 +1,13 @@
 //! Notices: users' posts with up to four photos; a public feed, the author's
 //! own list, private and banned states.
 
+mod cached;
 mod memory;
 mod model;
 mod mongo;
 pub mod routes;
 
+pub use cached::CachedNoticeStore;
 pub use memory::MemoryNoticeStore;
 pub use model::{NewNotice, Notice, NoticePatch, NoticeState, Visibility};
 pub use mongo::MongoNoticeStore;

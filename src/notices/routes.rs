@@ -22,9 +22,10 @@ use crate::session::WxSession;
 pub const MAX_CONTENT_CHARS: usize = 2000;
 /// Most photos per notice.
 pub const MAX_PHOTOS: usize = 4;
-/// Default and largest page size.
+/// Default page size.
 const DEFAULT_LIMIT: u32 = 20;
-const MAX_LIMIT: u32 = 50;
+/// Largest page size.
+pub const MAX_LIMIT: u32 = 50;
 
 /// Body of `POST {base}/notices`.
 #[derive(Debug, Deserialize)]

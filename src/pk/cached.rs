@@ -4,31 +4,25 @@
 //! A ranking read costs the store a full sort plus two counts over the
 //! group's day; with a 10,000-member group on a busy day that is the
 //! gateway's most expensive request, and every member asks for it. Here one
-//! load per group and TTL window serves all of them:
+//! load per group and TTL window serves all of them (`ranking`, `rank_of` and
+//! `participants` answer from the board), with the freshness rules of
+//! [`crate::snapshot`]: stale-while-revalidate, a hard limit of
+//! [`crate::snapshot::STALE_FACTOR`] TTLs, and an `upsert_steps` through this cache seen by
+//! this instance's next read. Check-ins on other instances show up here after
+//! at most the TTL plus one reload.
 //!
-//! - `ranking`, `rank_of` and `participants` answer from the board;
-//! - a board older than the TTL is still served while one background reload
-//!   runs (stale-while-revalidate); one older than [`STALE_FACTOR`] × TTL is
-//!   dropped and the next reader waits for a fresh load (concurrent readers
-//!   share that load);
-//! - an `upsert_steps` through this cache drops the group's board, so the
-//!   instance that recorded a check-in answers with it at once. Check-ins on
-//!   other instances show up here after at most the TTL plus one reload;
-//! - proven memberships (they are never revoked) are remembered, so the
-//!   membership check of a ranking read is served from memory too.
+//! Proven memberships (they are never revoked) are remembered, so the
+//! membership check of a ranking read is served from memory too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::{Membership, PkStore, StepCheckin, StepRecord};
 use crate::data::DataError;
-
-/// A board older than this many TTLs is not served at all.
-pub const STALE_FACTOR: u32 = 5;
+use crate::snapshot::Snapshots;
 
 type DayKey = (String, String);
 
@@ -45,111 +39,48 @@ pub struct BoardCacheConfig {
 struct Board {
     records: Vec<StepRecord>,
     position: HashMap<String, usize>,
-    loaded_at: Instant,
-    /// [`CachedPkStore::generation`] of the day when the load started.
-    generation: u64,
-    reloading: AtomicBool,
 }
 
 impl Board {
-    fn new(records: Vec<StepRecord>, generation: u64, loaded_at: Instant) -> Self {
+    fn new(records: Vec<StepRecord>) -> Self {
         let position = records.iter().enumerate().map(|(i, r)| (r.openid.clone(), i)).collect();
-        Self { records, position, loaded_at, generation, reloading: AtomicBool::new(false) }
+        Self { records, position }
     }
 }
 
 /// [`PkStore`] decorator serving ranking reads from in-memory boards.
 pub struct CachedPkStore<S> {
     inner: Arc<S>,
-    ttl: Duration,
-    boards: moka::future::Cache<DayKey, Arc<Board>>,
-    /// Bumped by every local write to a day; a load that started before a
-    /// bump is not cached.
-    generations: moka::sync::Cache<DayKey, Arc<AtomicU64>>,
+    boards: Snapshots<DayKey, Board>,
     members: moka::sync::Cache<(String, String), ()>,
 }
 
 impl<S: PkStore> CachedPkStore<S> {
     /// Cache `inner`'s boards as `cfg` says.
     pub fn new(inner: S, cfg: BoardCacheConfig) -> Self {
-        let hard_ttl = cfg.ttl.saturating_mul(STALE_FACTOR);
         Self {
             inner: Arc::new(inner),
-            ttl: cfg.ttl,
-            boards: moka::future::Cache::builder()
-                .weigher(|_, b: &Arc<Board>| {
-                    u32::try_from(b.records.len()).unwrap_or(u32::MAX).saturating_add(1)
-                })
-                .max_capacity(cfg.max_records)
-                .time_to_live(hard_ttl)
-                .build(),
-            // Outlives every board it guards.
-            generations: moka::sync::Cache::builder()
-                .max_capacity(cfg.max_records.max(1_000))
-                .time_to_idle(hard_ttl.saturating_mul(4))
-                .build(),
+            boards: Snapshots::new("PK board", cfg.ttl, cfg.max_records, |b: &Board| {
+                u32::try_from(b.records.len()).unwrap_or(u32::MAX)
+            }),
             members: moka::sync::Cache::builder().max_capacity(cfg.max_records).build(),
         }
     }
 
-    fn generation(&self, key: &DayKey) -> Arc<AtomicU64> {
-        self.generations.get_with_by_ref(key, || Arc::new(AtomicU64::new(0)))
-    }
-
-    /// Load a day from the store; cache it unless a local write raced it.
-    async fn load(
-        inner: &S,
-        boards: &moka::future::Cache<DayKey, Arc<Board>>,
-        generation: &AtomicU64,
-        key: &DayKey,
-    ) -> Result<Arc<Board>, DataError> {
-        let started = generation.load(Ordering::Acquire);
-        let records = inner.standings(&key.0, &key.1).await?;
-        let board = Arc::new(Board::new(records, started, Instant::now()));
-        if generation.load(Ordering::Acquire) == started {
-            boards.insert(key.clone(), board.clone()).await;
-        }
-        Ok(board)
-    }
-
     /// The board of a day: cached, shared with concurrent readers, or loaded.
-    async fn board(&self, open_gid: &str, date: &str) -> Result<Arc<Board>, DataError> {
+    async fn board(
+        &self,
+        open_gid: &str,
+        date: &str,
+    ) -> Result<Arc<crate::snapshot::Snapshot<Board>>, DataError> {
         let key = (open_gid.to_owned(), date.to_owned());
-        let generation = self.generation(&key);
-        let current = generation.load(Ordering::Acquire);
-        if let Some(board) = self.boards.get(&key).await
-            && board.generation == current
-        {
-            if board.loaded_at.elapsed() >= self.ttl
-                && !board.reloading.swap(true, Ordering::AcqRel)
-            {
-                let (inner, boards, key) = (self.inner.clone(), self.boards.clone(), key.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = Self::load(&inner, &boards, &generation, &key).await {
-                        tracing::warn!(error = %e, "PK board reload failed; serving the old one");
-                        if let Some(b) = boards.get(&key).await {
-                            b.reloading.store(false, Ordering::Release);
-                        }
-                    }
-                });
-            }
-            return Ok(board);
-        }
-        let shared = self
-            .boards
-            .try_get_with_by_ref(&key, async {
-                let records = self.inner.standings(open_gid, date).await?;
-                Ok::<_, DataError>(Arc::new(Board::new(records, current, Instant::now())))
+        let (inner, day) = (self.inner.clone(), key.clone());
+        self.boards
+            .get(&key, move || {
+                let (inner, day) = (inner.clone(), day.clone());
+                async move { Ok(Board::new(inner.standings(&day.0, &day.1).await?)) }
             })
             .await
-            .map_err(|e: Arc<DataError>| (*e).clone())?;
-        if shared.generation == generation.load(Ordering::Acquire) {
-            return Ok(shared);
-        }
-        // A load that started before a local write: not good enough for the
-        // writer, who must see its own check-in.
-        self.boards.invalidate(&key).await;
-        Self::load(&self.inner, &self.boards, &generation, &key).await
     }
 }
 
@@ -179,14 +110,7 @@ impl<S: PkStore> PkStore for CachedPkStore<S> {
 
     async fn upsert_steps(&self, checkin: &StepCheckin) -> Result<StepRecord, DataError> {
         let key = (checkin.open_gid.clone(), checkin.date.clone());
-        let generation = self.generation(&key);
-        // Bump before and after: a load overlapping the write in any way is
-        // not cached.
-        generation.fetch_add(1, Ordering::AcqRel);
-        let result = self.inner.upsert_steps(checkin).await;
-        generation.fetch_add(1, Ordering::AcqRel);
-        self.boards.invalidate(&key).await;
-        result
+        self.boards.write(&key, self.inner.upsert_steps(checkin)).await
     }
 
     async fn ranking(
@@ -230,8 +154,12 @@ impl<S: PkStore> PkStore for CachedPkStore<S> {
 mod tests {
     use chrono::{TimeZone, Utc};
 
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
     use super::*;
     use crate::pk::MemoryPkStore;
+    use crate::snapshot::STALE_FACTOR;
 
     const DAY: &str = "2026-03-01";
 
