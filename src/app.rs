@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
+use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -29,9 +30,28 @@ use crate::{message, open_data};
 /// Where the embedded fake WeChat API is served in dev mode.
 pub const FAKE_WECHAT_PATH: &str = "/__wechat";
 
-/// What the handlers share.
+/// What the handlers share: one allocation, so the per-request clone axum
+/// makes of the state is a reference-count bump (it used to copy the AppID
+/// and both secrets, and wipe the copies, several times per request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl From<Shared> for AppState {
+    fn from(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     /// The session engine (also behind the layer).
     pub sessions: Arc<WxSessions>,
     /// The shared access token and the WeChat calls that need it.
@@ -60,7 +80,7 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("app_id", &self.app_id).finish_non_exhaustive()
+        f.debug_struct("AppState").field("app_id", &self.0.app_id).finish_non_exhaustive()
     }
 }
 
@@ -70,23 +90,24 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState, base_path: &str, fake: Option<FakeWeChat>) -> Router {
     let layer = WxSessionLayer::new(state.sessions.clone());
     let trusted = state.trusted_proxies.clone();
-    let routes = Router::new()
-        .route("/session/me", get(me))
-        .route("/open-data/decrypt", post(open_data::decrypt))
-        .route("/open-data/phone", post(open_data::phone))
-        .route("/pk/checkin", post(pk::checkin))
-        .route("/pk/groups", get(pk::groups))
-        .route("/pk/groups/{open_gid}/ranking", get(pk::ranking))
-        .route("/notices", post(notices::create).get(notices::feed))
-        .route("/notices/mine", get(notices::mine))
-        .route("/notices/{id}", patch(notices::update).delete(notices::delete))
-        .route("/message/check", get(message::check).post(message::push));
+    // Full paths rather than `nest(base_path, …)`: nesting costs every
+    // request a URI rewrite and a second routing pass.
+    let at = |path: &str| format!("{base_path}{path}");
     let mut app = Router::new()
+        .route(&at("/session/me"), get(me))
+        .route(&at("/open-data/decrypt"), post(open_data::decrypt))
+        .route(&at("/open-data/phone"), post(open_data::phone))
+        .route(&at("/pk/checkin"), post(pk::checkin))
+        .route(&at("/pk/groups"), get(pk::groups))
+        .route(&at("/pk/groups/{open_gid}/ranking"), get(pk::ranking))
+        .route(&at("/notices"), post(notices::create).get(notices::feed))
+        .route(&at("/notices/mine"), get(notices::mine))
+        .route(&at("/notices/{id}"), patch(notices::update).delete(notices::delete))
+        .route(&at("/message/check"), get(message::check).post(message::push))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/admin/notices/{id}/ban", post(notices::ban))
         .route("/admin/notices/{id}/unban", post(notices::unban))
-        .nest(base_path, routes)
         .fallback(not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)
         .with_state(state);
@@ -96,13 +117,22 @@ pub fn router(state: AppState, base_path: &str, fake: Option<FakeWeChat>) -> Rou
     app.layer(layer).layer(middleware::from_fn_with_state(trusted, access_log))
 }
 
-/// `GET {base}/session/me`: the current user's info.
+/// `GET {base}/session/me`: the current user's info, the stored JSON as is.
 async fn me(session: WxSession) -> Response {
-    let mut response = Response::new(Body::from(session.user_info().get().to_owned()));
+    let mut response = Response::new(Body::from(Bytes::from_owner(UserJson(session))));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// A session's user-info JSON as response bytes, without copying it.
+struct UserJson(WxSession);
+
+impl AsRef<[u8]> for UserJson {
+    fn as_ref(&self) -> &[u8] {
+        self.0.user_info().get().as_bytes()
+    }
 }
 
 /// `GET /healthz`: the process is alive.
@@ -170,7 +200,8 @@ async fn access_log(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
-    let user = response.extensions().get::<UserTag>().map(|t| &*t.0).unwrap_or("-");
+    let tag = response.extensions().get::<UserTag>().map(UserTag::tag);
+    let user = tag.as_deref().unwrap_or("-");
     tracing::info!(
         target: "weapp_gateway::access",
         %method,

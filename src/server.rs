@@ -10,7 +10,7 @@ use axum::extract::ConnectInfo;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
-use crate::app::{AppState, FAKE_WECHAT_PATH, router};
+use crate::app::{AppState, FAKE_WECHAT_PATH, Shared, router};
 use crate::clock::Clock;
 use crate::config::{Config, DataStoreKind, StoreKind};
 use crate::notices::{CachedNoticeStore, MemoryNoticeStore, MongoNoticeStore, NoticeStore};
@@ -128,7 +128,7 @@ impl Application {
         let tokens = AccessTokens::new(client.clone(), store.clone());
         let exchanger: Arc<dyn CodeExchanger> = Arc::new(client);
         let sessions = Arc::new(WxSessions::new(store, exchanger, session_config));
-        let state = AppState {
+        let state = AppState::from(Shared {
             sessions,
             tokens,
             app_id: config.wechat.app_id.clone(),
@@ -141,7 +141,7 @@ impl Application {
             message_token: config.message.token.clone(),
             clock,
             trusted_proxies: config.server.trusted_proxies.clone().into(),
-        };
+        });
         let router = router(state, &config.server.base_path, fake);
         tracing::info!(
             %local_addr,

@@ -102,9 +102,17 @@ impl WxSession {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LayerSeen;
 
-/// The log tag of the user a response was produced for (response extension).
+/// The user a response was produced for (response extension), for the
+/// access log. The tag itself is hashed only when a log line asks for it.
 #[derive(Clone, Debug)]
-pub struct UserTag(pub Arc<str>);
+pub struct UserTag(pub WxSession);
+
+impl UserTag {
+    /// The user's log tag (see [`WxSession::log_tag`]).
+    pub fn tag(&self) -> Arc<str> {
+        self.0.log_tag()
+    }
+}
 
 fn from_extensions(parts: &Parts) -> Result<Option<WxSession>, SessionError> {
     if let Some(session) = parts.extensions.get::<WxSession>() {

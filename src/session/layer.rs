@@ -130,7 +130,7 @@ where
                 Ok(session) => session,
                 Err(e) => return Ok(e.into_response()),
             };
-            let tag = session.as_ref().map(|s| UserTag(s.log_tag()));
+            let tag = session.as_ref().map(|s| UserTag(s.clone()));
             req.extensions_mut().insert(LayerSeen);
             if let Some(session) = session {
                 req.extensions_mut().insert(session);

@@ -25,7 +25,14 @@ impl Keys {
     /// `{prefix}code:{code}`, `{prefix}token:{u:<tag>}:<sha256>` (or
     /// `{prefix}token:<sha256>` for an untagged token).
     pub(super) fn session(&self, id: &SessionId) -> String {
-        format!("{}{}", self.prefix, id.key_suffix())
+        // Built in place: this runs on every authenticated request.
+        let ns = id.kind.namespace();
+        let mut key = String::with_capacity(self.prefix.len() + ns.len() + 1 + id.id.len());
+        key.push_str(&self.prefix);
+        key.push_str(ns);
+        key.push(':');
+        key.push_str(&id.id);
+        key
     }
 
     /// `{prefix}openid:{u:<tag>}:<sha1(openid)>`, in the same slot as the
@@ -181,6 +188,15 @@ mod tests {
         assert_eq!(hashed_part("a{b"), "a{b");
         assert_eq!(hashed_part("{x}{y}"), "x", "only the first tag counts");
         assert_eq!(hashed_part("{{x}}"), "{x");
+    }
+
+    #[test]
+    fn session_keys_are_the_prefix_and_the_key_suffix() {
+        let keys = Keys::new("weapp:".into());
+        assert_eq!(keys.session(&SessionId::code("abc")), "weapp:code:abc");
+        let id = SessionId::token("t0k3n");
+        assert_eq!(keys.session(&id), format!("weapp:{}", id.key_suffix()));
+        assert_eq!(SessionId::from_key_suffix(&id.key_suffix()), Some(id));
     }
 
     #[test]
