@@ -1548,6 +1548,15 @@ fn nice_step(raw: f64) -> f64 {
 // The run
 
 fn main() -> ExitCode {
+    // `cargo test --all-targets` (the test suite) builds and runs this binary
+    // too, without `--bench`: a benchmark is not a test, so then it only
+    // says how to run it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "bench: not a test; run it with `cargo bench --bench gateway` (README: Benchmarks)"
+        );
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -1876,7 +1885,9 @@ async fn run(settings: Settings) -> Result<bool, String> {
                 members_file.clone(),
                 format!(
                     "GET …/pk/groups/{{gid}}/ranking: token of one of the {members} members at \
-                     random; membership check + top 100 + caller's rank + participant count"
+                     random; membership check + top 100 + caller's rank + participant count, \
+                     from the PK board cache (pk.board_cache_ttl 1 s: one whole-day load per \
+                     second, stale-while-revalidate)"
                 ),
             ),
             (
