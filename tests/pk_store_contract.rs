@@ -67,7 +67,7 @@ async fn up(store: &Store, gid: &str, openid: &str, steps: u64, at: DateTime<Utc
 }
 
 fn openids(records: &[StepRecord]) -> Vec<&str> {
-    records.iter().map(|r| r.openid.as_str()).collect()
+    records.iter().map(|r| &*r.openid).collect()
 }
 
 // ---- the cases ----------------------------------------------------------
@@ -156,8 +156,8 @@ async fn higher_steps_raise_and_move_reached_at(store: Store) {
     assert_eq!(rec.steps, 500);
     assert_eq!(rec.reached_at, t(60));
     assert_eq!(rec.updated_at, t(60));
-    assert_eq!(rec.nick_name, "Alice 2");
-    assert_eq!(rec.avatar_url, "https://wx.qlogo.cn/alice2.png");
+    assert_eq!(&*rec.nick_name, "Alice 2");
+    assert_eq!(&*rec.avatar_url, "https://wx.qlogo.cn/alice2.png");
     assert_eq!(store.ranking("g1", DAY, 10).await.unwrap(), vec![rec]);
     assert_eq!(store.participants("g1", DAY).await.unwrap(), 1);
 }
@@ -171,13 +171,13 @@ async fn lower_or_equal_steps_keep_steps_and_reached_at(store: Store) {
     assert_eq!(rec.steps, 500, "steps never go down within a day");
     assert_eq!(rec.reached_at, t(0));
     assert_eq!(rec.updated_at, t(60), "the check-in itself is recorded");
-    assert_eq!(rec.nick_name, "Alice renamed", "the profile is refreshed");
+    assert_eq!(&*rec.nick_name, "Alice renamed", "the profile is refreshed");
 
     let equal = store.upsert_steps(&checkin("g1", DAY, "alice", 500, t(120))).await.unwrap();
     assert_eq!(equal.steps, 500);
     assert_eq!(equal.reached_at, t(0), "reaching the same count again is not a new record");
     assert_eq!(equal.updated_at, t(120));
-    assert_eq!(equal.nick_name, "nick-alice");
+    assert_eq!(&*equal.nick_name, "nick-alice");
 
     assert_eq!(store.ranking("g1", DAY, 10).await.unwrap(), vec![equal]);
 }
@@ -272,7 +272,7 @@ async fn concurrent_upserts_of_one_key_all_succeed(store: Store) {
         .collect();
     for task in tasks {
         let rec = task.await.unwrap().expect("concurrent upserts never fail");
-        assert_eq!(rec.openid, "alice");
+        assert_eq!(&*rec.openid, "alice");
     }
     let ranking = store.ranking("g-race", DAY, 10).await.unwrap();
     assert_eq!(ranking.len(), 1, "one record per key");

@@ -38,7 +38,7 @@ pub struct BoardCacheConfig {
 /// One group's day, ordered as the ranking is.
 struct Board {
     records: Vec<StepRecord>,
-    position: HashMap<String, usize>,
+    position: HashMap<Arc<str>, usize>,
 }
 
 impl Board {
@@ -233,7 +233,7 @@ mod tests {
 
     async fn top(store: &CachedPkStore<Counting>) -> Vec<(String, u64)> {
         let r = store.ranking("g", DAY, 10).await.unwrap();
-        r.into_iter().map(|r| (r.openid, r.steps)).collect()
+        r.into_iter().map(|r| (r.openid.to_string(), r.steps)).collect()
     }
 
     fn loads(c: &Counting) -> u64 {

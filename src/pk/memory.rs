@@ -83,17 +83,17 @@ impl PkStore for MemoryPkStore {
                     r.steps = steps;
                     r.reached_at = at;
                 }
-                r.nick_name.clone_from(&checkin.nick_name);
-                r.avatar_url.clone_from(&checkin.avatar_url);
+                r.nick_name = checkin.nick_name.as_str().into();
+                r.avatar_url = checkin.avatar_url.as_str().into();
                 r.updated_at = r.updated_at.max(at);
             })
             .or_insert_with(|| StepRecord {
-                open_gid: checkin.open_gid.clone(),
-                date: checkin.date.clone(),
-                openid: checkin.openid.clone(),
+                open_gid: checkin.open_gid.as_str().into(),
+                date: checkin.date.as_str().into(),
+                openid: checkin.openid.as_str().into(),
                 steps,
-                nick_name: checkin.nick_name.clone(),
-                avatar_url: checkin.avatar_url.clone(),
+                nick_name: checkin.nick_name.as_str().into(),
+                avatar_url: checkin.avatar_url.as_str().into(),
                 reached_at: at,
                 updated_at: at,
             });

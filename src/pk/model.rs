@@ -1,4 +1,7 @@
-//! PK records as the handlers and the stores see them.
+//! PK records as the handlers and the stores see them. Text fields are
+//! shared (`Arc<str>`): a cached board hands out copies on every ranking read.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,17 +29,17 @@ pub struct StepCheckin {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// The group.
-    pub open_gid: String,
+    pub open_gid: Arc<str>,
     /// `YYYY-MM-DD`.
-    pub date: String,
+    pub date: Arc<str>,
     /// The user (never sent to other users).
-    pub openid: String,
+    pub openid: Arc<str>,
     /// Best step count of the day.
     pub steps: u64,
     /// Display name.
-    pub nick_name: String,
+    pub nick_name: Arc<str>,
     /// Avatar URL.
-    pub avatar_url: String,
+    pub avatar_url: Arc<str>,
     /// When `steps` was first reached (the tie-breaker).
     pub reached_at: DateTime<Utc>,
     /// Last check-in.
@@ -61,9 +64,9 @@ pub struct RankedEntry {
     /// 1-based rank.
     pub rank: u64,
     /// Display name.
-    pub nick_name: String,
+    pub nick_name: Arc<str>,
     /// Avatar URL.
-    pub avatar_url: String,
+    pub avatar_url: Arc<str>,
     /// Steps.
     pub steps: u64,
     /// Whether this entry is the caller's.

@@ -63,12 +63,12 @@ fn record_from(doc: Document) -> Result<StepRecord, DataError> {
     let steps = u64::try_from(d.steps)
         .map_err(|_| DataError::Corrupt(format!("{PK_RECORDS}: negative steps {}", d.steps)))?;
     Ok(StepRecord {
-        open_gid: d.open_gid,
-        date: d.date,
-        openid: d.openid,
+        open_gid: d.open_gid.into(),
+        date: d.date.into(),
+        openid: d.openid.into(),
         steps,
-        nick_name: d.nick_name,
-        avatar_url: d.avatar_url,
+        nick_name: d.nick_name.into(),
+        avatar_url: d.avatar_url.into(),
         reached_at: from_bson_time(d.reached_at)?,
         updated_at: from_bson_time(d.updated_at)?,
     })

@@ -138,14 +138,14 @@ async fn ranking_of(
 ) -> Result<RankingResponse, AppError> {
     let records = state.pk.ranking(gid, date, state.pk_ranking_limit).await?;
     let entries: Vec<RankedEntry> = records
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, r)| RankedEntry {
             rank: i as u64 + 1,
-            nick_name: r.nick_name.clone(),
-            avatar_url: r.avatar_url.clone(),
+            is_me: &*r.openid == me,
+            nick_name: r.nick_name,
+            avatar_url: r.avatar_url,
             steps: r.steps,
-            is_me: r.openid == me,
         })
         .collect();
     let mine = match entries.iter().find(|e| e.is_me) {
