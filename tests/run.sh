@@ -19,6 +19,11 @@ pkgs=()
 have redis-server || pkgs+=(redis-server)
 have nginx || pkgs+=(nginx)
 have systemd-analyze || pkgs+=(systemd)
+have python3 || pkgs+=(python3)
+# SecantusDB goes into its own venv; Debian's python3 needs python3-venv for it.
+if [ -z "${MONGODB_URI:-}" ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  pkgs+=(python3-venv)
+fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${pkgs[*]} from apt"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -27,6 +32,9 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   for svc in redis-server nginx; do $SUDO service "$svc" stop >/dev/null 2>&1 || true; done
 fi
 export PATH="$PATH:/usr/sbin"
+# Everything the suite needs is installed now, so a test that finds a tool
+# missing must fail instead of skipping (tests read this, and CI).
+export WEAPP_TEST_STRICT=1
 
 scratch="$(mktemp -d)"
 pids=()
