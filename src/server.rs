@@ -173,6 +173,7 @@ impl Application {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        crate::tls::reload_on_sighup(self.tls.clone());
         if let Some(certs) = self.tls.clone() {
             return self.serve_tls(certs, signal).await;
         }
@@ -210,7 +211,6 @@ impl Application {
 
         let config = crate::tls::server_config(certs.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        crate::tls::reload_on_sighup(certs);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let graceful = GracefulShutdown::new();
         let builder = Builder::new(TokioExecutor::new());

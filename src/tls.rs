@@ -92,10 +92,12 @@ pub fn server_config(certs: Arc<ReloadableCert>) -> Result<Arc<rustls::ServerCon
     Ok(Arc::new(config))
 }
 
-/// Reload `certs` on every SIGHUP, logging the outcome (unix only).
-pub fn reload_on_sighup(certs: Arc<ReloadableCert>) {
+/// Handle SIGHUP: reload `certs` when serving TLS, else log that there is
+/// nothing to reload. The handler is installed before this returns, so a
+/// HUP (`systemctl reload`) never kills the process (unix only).
+pub fn reload_on_sighup(certs: Option<Arc<ReloadableCert>>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => s,
@@ -104,15 +106,21 @@ pub fn reload_on_sighup(certs: Arc<ReloadableCert>) {
                 return;
             }
         };
-        while hup.recv().await.is_some() {
-            match certs.reload() {
-                Ok(()) => tracing::info!("TLS certificate reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one")
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let Some(certs) = &certs else {
+                    tracing::info!("SIGHUP: nothing to reload (no [server.tls])");
+                    continue;
+                };
+                match certs.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one")
+                    }
                 }
             }
-        }
-    });
+        });
+    }
     #[cfg(not(unix))]
     let _ = certs;
 }
