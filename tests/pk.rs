@@ -46,16 +46,25 @@ async fn checkin(
 #[tokio::test]
 async fn members_check_in_and_see_an_isolated_daily_ranking() {
     let at = Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap(); // 12:00 Shanghai
-    for options in [AppOptions::redis("pk_rank").mongo("pk_rank"), AppOptions::redis("pk_rank_mem")]
-    {
+    for options in [
+        AppOptions::redis("pk_rank").mongo("pk_rank"),
+        AppOptions::redis("pk_rank_mem"),
+        // No board cache: ranks of `/pk/groups` come from the store's rank_of.
+        AppOptions::redis("pk_rank_nocache")
+            .mongo("pk_rank_nocache")
+            .with("pk.board_cache_ttl", "0s"),
+        AppOptions::redis("pk_rank_mem_nocache").with("pk.board_cache_ttl", "0s"),
+    ] {
         let (clock, now) = manual_clock(at);
         let app = spawn_app(options.clock(clock)).await;
         let today = shanghai_midnight(2026, 11, 22);
-        let alice = app.user("o_alice_pk", "alice").await;
+        // The first to reach 8000 ("zoe") sorts after "adam" by openid and by
+        // name: only the time each reached the count can rank her first.
+        let zoe = app.user("o_zoe_pk", "zoe").await;
         let bob = app.user("o_bob_pk", "bob").await;
-        let carol = app.user("o_carol_pk", "carol").await;
+        let adam = app.user("o_adam_pk", "adam").await;
 
-        let a = checkin(&app, &alice, Some("G_one"), (today, 8_000)).await;
+        let a = checkin(&app, &zoe, Some("G_one"), (today, 8_000)).await;
         assert_eq!(a.status, 200, "{:?}", a.body);
         assert_eq!(a.body["date"], "2026-11-22");
         assert_eq!(a.body["me"]["rank"], 1);
@@ -65,9 +74,9 @@ async fn members_check_in_and_see_an_isolated_daily_ranking() {
         *now.lock().unwrap() = at + chrono::Duration::minutes(1);
         let b = checkin(&app, &bob, Some("G_one"), (today, 9_000)).await;
         assert_eq!(b.body["me"]["rank"], 1);
-        // carol reaches 8000 later than alice: the tie goes to alice.
+        // adam reaches 8000 later than zoe: the tie goes to zoe.
         *now.lock().unwrap() = at + chrono::Duration::minutes(2);
-        let c = checkin(&app, &carol, Some("G_one"), (today, 8_000)).await;
+        let c = checkin(&app, &adam, Some("G_one"), (today, 8_000)).await;
         assert_eq!(c.body["me"]["rank"], 3);
         let names: Vec<&str> = c.body["entries"]
             .as_array()
@@ -75,27 +84,31 @@ async fn members_check_in_and_see_an_isolated_daily_ranking() {
             .iter()
             .map(|e| e["nickName"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["bob", "alice", "carol"]);
+        assert_eq!(names, ["bob", "zoe", "adam"]);
+        let me: Vec<bool> =
+            c.body["entries"].as_array().unwrap().iter().map(|e| e["isMe"] == true).collect();
+        assert_eq!(me, [false, false, true]);
         assert_eq!(c.body["participants"], 3);
+        let tied = app.get("/applet/pk/groups", &[adam.auth()]).await;
+        assert_eq!(tied.body["groups"][0]["rank"], 3, "{:?}", tied.body);
+        let tied = app.get("/applet/pk/groups", &[zoe.auth()]).await;
+        assert_eq!(tied.body["groups"][0]["rank"], 2, "{:?}", tied.body);
         let text = c.body.to_string();
-        assert!(
-            !text.contains("o_alice_pk") && !text.contains("o_bob_pk"),
-            "openids leaked: {text}"
-        );
+        assert!(!text.contains("o_zoe_pk") && !text.contains("o_bob_pk"), "openids leaked: {text}");
 
         // A later check-in without the share: the group was proven before.
         let again = app
             .post(
                 "/applet/pk/checkin",
-                &[alice.auth()],
-                &json!({"openGId": "G_one", "werun": alice.encrypt(werun(&[(today, 12_000)]))}),
+                &[zoe.auth()],
+                &json!({"openGId": "G_one", "werun": zoe.encrypt(werun(&[(today, 12_000)]))}),
             )
             .await;
         assert_eq!(again.status, 200, "{:?}", again.body);
         assert_eq!(again.body["me"]["rank"], 1);
 
         // Another group is a separate ranking.
-        let other = checkin(&app, &carol, Some("G_two"), (today, 100)).await;
+        let other = checkin(&app, &adam, Some("G_two"), (today, 100)).await;
         assert_eq!(other.body["participants"], 1);
         assert_eq!(other.body["me"]["rank"], 1);
 
@@ -105,7 +118,7 @@ async fn members_check_in_and_see_an_isolated_daily_ranking() {
         assert_eq!(r.body["entries"][0]["steps"], 12_000);
         assert_eq!(r.body["entries"][0]["isMe"], false);
 
-        let groups = app.get("/applet/pk/groups", &[carol.auth()]).await;
+        let groups = app.get("/applet/pk/groups", &[adam.auth()]).await;
         let mut list: Vec<(String, Value)> = groups.body["groups"]
             .as_array()
             .unwrap()

@@ -182,24 +182,37 @@ async fn lower_or_equal_steps_keep_steps_and_reached_at(store: Store) {
     assert_eq!(store.ranking("g1", DAY, 10).await.unwrap(), vec![equal]);
 }
 
+/// The ties of [`ranking_orders_by_steps_then_reached_at_then_openid`]: the
+/// first to reach 500 ("zoe") sorts *last* by openid, so only `reached_at`
+/// can put her ahead of "adam" and "carl"; those two tie on both steps and
+/// time, so the openid decides between them.
+async fn tied_day(store: &Store) {
+    up(store, "g1", "dave", 300, t(10)).await;
+    up(store, "g1", "erin", 900, t(50)).await;
+    up(store, "g1", "carl", 500, t(30)).await;
+    up(store, "g1", "zoe", 500, t(20)).await; // reached 500 first
+    up(store, "g1", "adam", 500, t(30)).await; // with carl, after zoe
+}
+
 async fn ranking_orders_by_steps_then_reached_at_then_openid(store: Store) {
-    up(&store, "g1", "dave", 300, t(10)).await;
-    up(&store, "g1", "erin", 900, t(50)).await;
-    up(&store, "g1", "bob", 500, t(30)).await; // ties with alice, reached later
-    up(&store, "g1", "alice", 500, t(20)).await;
-    up(&store, "g1", "carl", 500, t(30)).await; // ties bob on both: openid decides
+    tied_day(&store).await;
     let ranking = store.ranking("g1", DAY, 10).await.unwrap();
-    assert_eq!(openids(&ranking), ["erin", "alice", "bob", "carl", "dave"]);
+    assert_eq!(openids(&ranking), ["erin", "zoe", "adam", "carl", "dave"]);
 
     let top = store.ranking("g1", DAY, 2).await.unwrap();
-    assert_eq!(openids(&top), ["erin", "alice"]);
+    assert_eq!(openids(&top), ["erin", "zoe"]);
     assert!(store.ranking("g1", DAY, 0).await.unwrap().is_empty());
     assert!(store.ranking("g-none", DAY, 10).await.unwrap().is_empty());
 
-    // Alice improves: she overtakes erin and her tie with bob is over.
-    up(&store, "g1", "alice", 1000, t(100)).await;
+    // Zoe improves: she overtakes erin and her tie with adam and carl is over.
+    up(&store, "g1", "zoe", 1000, t(100)).await;
     let ranking = store.ranking("g1", DAY, 10).await.unwrap();
-    assert_eq!(openids(&ranking), ["alice", "erin", "bob", "carl", "dave"]);
+    assert_eq!(openids(&ranking), ["zoe", "erin", "adam", "carl", "dave"]);
+
+    // Adam catches up with zoe's new count later than she reached it.
+    up(&store, "g1", "adam", 1000, t(200)).await;
+    let ranking = store.ranking("g1", DAY, 10).await.unwrap();
+    assert_eq!(openids(&ranking), ["zoe", "adam", "erin", "carl", "dave"]);
 }
 
 async fn groups_and_dates_are_isolated(store: Store) {
@@ -230,12 +243,13 @@ async fn groups_and_dates_are_isolated(store: Store) {
 }
 
 async fn rank_of_and_participants_agree_with_the_ranking(store: Store) {
-    up(&store, "g1", "dave", 300, t(10)).await;
-    up(&store, "g1", "erin", 900, t(50)).await;
-    up(&store, "g1", "bob", 500, t(30)).await;
-    up(&store, "g1", "alice", 500, t(20)).await;
-    up(&store, "g1", "carl", 500, t(30)).await;
+    tied_day(&store).await;
     assert_eq!(store.participants("g1", DAY).await.unwrap(), 5);
+    // Spelled out, not only compared with `ranking`: both could ignore reached_at.
+    for (who, want) in [("erin", 1), ("zoe", 2), ("adam", 3), ("carl", 4), ("dave", 5)] {
+        let (rank, _) = store.rank_of("g1", DAY, who).await.unwrap().unwrap();
+        assert_eq!(rank, want, "rank of {who}");
+    }
     let ranking = store.ranking("g1", DAY, 10).await.unwrap();
     for (i, rec) in ranking.iter().enumerate() {
         let (rank, mine) = store.rank_of("g1", DAY, &rec.openid).await.unwrap().unwrap();
@@ -247,16 +261,17 @@ async fn rank_of_and_participants_agree_with_the_ranking(store: Store) {
 
 async fn standings_are_the_whole_ranking_in_order(store: Store) {
     assert!(store.standings("g1", DAY).await.unwrap().is_empty());
-    for (i, who) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+    // Names in reverse order of arrival: each tie goes to the later name.
+    for (i, who) in ["f", "e", "d", "c", "b", "a"].iter().enumerate() {
         up(&store, "g1", who, 100 * (i as u64 % 3), t(i as i64)).await;
     }
     up(&store, "g2", "z", 1_000, t(0)).await;
     let all = store.standings("g1", DAY).await.unwrap();
-    assert_eq!(openids(&all), ["c", "f", "b", "e", "a", "d"]);
+    assert_eq!(openids(&all), ["d", "a", "e", "b", "f", "c"]);
     assert_eq!(all, store.ranking("g1", DAY, 100).await.unwrap());
-    up(&store, "g1", "d", 250, t(9)).await;
+    up(&store, "g1", "c", 250, t(9)).await;
     let all = store.standings("g1", DAY).await.unwrap();
-    assert_eq!(openids(&all), ["d", "c", "f", "b", "e", "a"], "a write is seen by the next read");
+    assert_eq!(openids(&all), ["c", "d", "a", "e", "b", "f"], "a write is seen by the next read");
 }
 
 async fn concurrent_upserts_of_one_key_all_succeed(store: Store) {
