@@ -245,6 +245,30 @@ async fn touching_slides_the_idle_ttl(store: Store) {
     assert!(store.load(&touched).await.unwrap().is_none());
 }
 
+async fn a_touch_racing_a_delete_never_revives_the_session(store: Store) {
+    // A touch reads then re-writes with a fresh TTL; a logout that lands in
+    // between must still win once it has returned.
+    let expiry = Expiry { idle: LONG, max_lifetime: LONG };
+    for round in 0..20 {
+        let id = SessionId::token(&format!("race-touch-{round}"));
+        store.create(&id, &record("o-race-touch", "{}"), LONG, LONG).await.unwrap();
+        let toucher = {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    if store.load_and_touch(&id, expiry).await.unwrap().is_none() {
+                        break;
+                    }
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        store.delete(&id).await.unwrap();
+        toucher.await.unwrap();
+        assert!(store.load(&id).await.unwrap().is_none(), "round {round}: revived by a touch");
+    }
+}
+
 async fn touching_enforces_the_absolute_lifetime(store: Store) {
     // Past its lifetime: reported absent, deleted, index gone.
     let old = SessionId::token("too-old");
@@ -355,7 +379,7 @@ macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case(super::memory_store(stringify!($case))).await;
                 }
@@ -363,7 +387,7 @@ macro_rules! contract {
         }
         mod redis {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case(super::redis_store(stringify!($case))).await;
                 }
@@ -371,7 +395,7 @@ macro_rules! contract {
         }
         mod redis_cluster {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case(super::redis_cluster_store(stringify!($case))).await;
                 }
@@ -391,6 +415,7 @@ contract!(
     sessions_expire_after_their_ttl,
     touching_slides_the_idle_ttl,
     touching_enforces_the_absolute_lifetime,
+    a_touch_racing_a_delete_never_revives_the_session,
     update_keeps_the_ttl,
     delete_removes_the_session_and_its_own_index_entry,
     kv_values_set_get_and_expire,

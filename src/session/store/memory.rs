@@ -89,6 +89,16 @@ impl MemoryStore {
         }
     }
 
+    /// Drop the session at `key` and, if it still points there, its openid
+    /// index. The caller holds the write mutex.
+    fn remove_session(&self, key: &str, record: &SessionRecord) {
+        let index = openid_key(&record.openid);
+        if self.text(&index).is_some_and(|k| *k == *key) {
+            self.entries.invalidate(&index);
+        }
+        self.entries.invalidate(key);
+    }
+
     fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
         // A poisoned mutex only means another writer panicked; the cache itself
         // is still consistent, so keep going.
@@ -112,6 +122,10 @@ impl SessionStore for MemoryStore {
         expiry: Expiry,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let key = id.key_suffix();
+        // Under the write mutex: a logout or a new login between the read and
+        // the re-insert would otherwise be undone by it (the revoked session
+        // written back with a fresh idle TTL).
+        let _g = self.guard();
         let Some((record, _)) = self.session(&key) else {
             return Ok(None);
         };
@@ -121,7 +135,7 @@ impl SessionStore for MemoryStore {
                 Ok(Some((*record).clone()))
             }
             None => {
-                self.delete(id).await?;
+                self.remove_session(&key, &record);
                 Ok(None)
             }
         }
@@ -159,13 +173,10 @@ impl SessionStore for MemoryStore {
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         let key = id.key_suffix();
         let _g = self.guard();
-        if let Some((record, _)) = self.session(&key) {
-            let index = openid_key(&record.openid);
-            if self.text(&index).is_some_and(|k| *k == *key) {
-                self.entries.invalidate(&index);
-            }
+        match self.session(&key) {
+            Some((record, _)) => self.remove_session(&key, &record),
+            None => self.entries.invalidate(&key),
         }
-        self.entries.invalidate(&key);
         Ok(())
     }
 
