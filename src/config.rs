@@ -5,8 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -390,6 +391,43 @@ impl RedisSection {
     }
 }
 
+/// The `WEAPP__…` environment variables (`__` between levels), with every
+/// number- or boolean-looking value kept as text.
+///
+/// figment's `Env` turns `WEAPP__WECHAT__APP_SECRET=0123456789` into a
+/// number that a string key then refuses; kept as text, it loads, and
+/// [`Config::from_figment`]'s lossy extraction still reads
+/// `WEAPP__SESSION__MEMORY_MAX_ENTRIES=5000` as a number where a key wants one.
+/// Arrays and tables (`WEAPP__SERVER__TRUSTED_PROXIES='["127.0.0.1"]'`) are
+/// parsed as `Env` parses them.
+pub struct EnvText(Env);
+
+impl EnvText {
+    /// The gateway's variables: prefix `WEAPP__`, levels split on `__`.
+    pub fn weapp() -> Self {
+        Self(Env::prefixed("WEAPP__").split("__"))
+    }
+}
+
+impl Provider for EnvText {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut figment = Figment::new();
+        for (key, text) in self.0.iter() {
+            let value = match text.parse::<Value>() {
+                Ok(Value::Num(..) | Value::Bool(..)) | Err(_) => Value::from(text),
+                Ok(parsed) => parsed,
+            };
+            figment = figment.merge(figment::providers::Serialized::default(key.as_str(), value));
+        }
+        let dict = figment.data()?.remove(&Profile::Default).unwrap_or_default();
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
 impl Config {
     /// Load `file` (or the default file), then `WEAPP__…` environment overrides.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -398,15 +436,15 @@ impl Config {
         if !path.exists() {
             return Err(ConfigError::Invalid(format!("config file {} not found", path.display())));
         }
-        let figment = Figment::new()
-            .merge(Toml::file_exact(&path))
-            .merge(Env::prefixed("WEAPP__").split("__"));
+        let figment = Figment::new().merge(Toml::file_exact(&path)).merge(EnvText::weapp());
         Self::from_figment(figment)
     }
 
     /// Extract and validate from any figment (tests build their own).
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| {
+        // Lossy: text from the environment becomes a number or a boolean
+        // where a key wants one (see [`EnvText`]).
+        let config: Config = figment.extract_lossy().map_err(|e| {
             let messages: Vec<String> = e.into_iter().map(describe).collect();
             ConfigError::Invalid(messages.join("; "))
         })?;
@@ -468,9 +506,26 @@ impl Config {
             ("redis.timeout", self.redis.timeout),
             ("wechat.timeout", self.wechat.timeout),
             ("wechat.connect_timeout", self.wechat.connect_timeout),
+            ("mongodb.op_timeout", self.mongodb.op_timeout),
+            ("mongodb.connect_timeout", self.mongodb.connect_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Rejected(format!("{key} must be greater than zero")));
+            }
+        }
+        // Zero would not mean "off" but "keep nothing" / "no logins": refuse it.
+        for (key, n) in [
+            ("session.memory_max_entries", self.session.memory_max_entries),
+            ("session.l1_max_entries", self.session.l1_max_entries),
+            (
+                "session.login_rate_limit.per_minute",
+                self.session.login_rate_limit.map_or(1, |l| u64::from(l.per_minute)),
+            ),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Rejected(format!(
+                    "{key} must be greater than zero (remove the setting to use the default)"
+                )));
             }
         }
         self.pk.tz()?;
@@ -582,6 +637,45 @@ mod tests {
         let zero = on.merge(Serialized::default("session.l1_ttl", "0s"));
         let e = Config::from_figment(zero).unwrap_err().to_string();
         assert!(e.contains("session.l1_ttl must be greater than zero"), "{e}");
+    }
+
+    #[test]
+    fn zero_sizes_and_timeouts_are_refused_by_name() {
+        for (key, toml) in [
+            ("session.memory_max_entries", "[session]\nmemory_max_entries = 0\n"),
+            ("session.l1_max_entries", "[session]\nl1_max_entries = 0\n"),
+            ("mongodb.op_timeout", "[mongodb]\nop_timeout = \"0s\"\n"),
+            ("mongodb.connect_timeout", "[mongodb]\nconnect_timeout = \"0s\"\n"),
+        ] {
+            let e = Config::from_figment(base().merge(Toml::string(toml))).unwrap_err().to_string();
+            assert!(e.contains(&format!("{key} must be greater than zero")), "{e}");
+        }
+        let limit = Toml::string("[session.login_rate_limit]\nper_minute = 0\nburst = 5\n");
+        let e = Config::from_figment(base().merge(limit)).unwrap_err().to_string();
+        assert!(e.contains("session.login_rate_limit.per_minute must be greater than zero"), "{e}");
+    }
+
+    #[test]
+    fn numeric_looking_secrets_from_the_environment_stay_strings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WEAPP__NOTICES__ADMIN_TOKEN", "12345678901234567890");
+            jail.set_env("WEAPP__WECHAT__APP_SECRET", "0123456789");
+            jail.set_env("WEAPP__WECHAT__APP_ID", "12345");
+            // Numbers and booleans still load where a key wants one.
+            jail.set_env("WEAPP__SESSION__MEMORY_MAX_ENTRIES", "5000");
+            jail.set_env("WEAPP__SESSION__L1", "true");
+            jail.set_env("WEAPP__SERVER__TRUSTED_PROXIES", "[\"10.0.0.1\"]");
+            let f = base().merge(EnvText::weapp());
+            let c = Config::from_figment(f).map_err(|e| e.to_string())?;
+            assert_eq!(c.wechat.app_id, "12345");
+            assert_eq!(c.session.memory_max_entries, 5000);
+            assert!(c.session.l1);
+            assert_eq!(c.server.trusted_proxies, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+            let admin = c.notices.admin_token.as_ref().map(|t| t.expose_secret().to_owned());
+            assert_eq!(admin.as_deref(), Some("12345678901234567890"));
+            assert_eq!(c.app_secret().map_err(|e| e.to_string())?.expose_secret(), "0123456789");
+            Ok(())
+        });
     }
 
     #[test]
