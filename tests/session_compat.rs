@@ -114,6 +114,19 @@ async fn invalid_raw_data_is_400_before_any_exchange() {
         let a = app.compat_login(&minted.code, raw, &sig).await;
         assert_eq!((a.status, a.reason()), (400, Some("ERR_INVALID_RAW_DATA")), "{raw}");
     }
+    // rawData sent as raw UTF-8 instead of encodeURIComponent: an error, not
+    // a code-only request answered ERR_SESSION_EXPIRED.
+    let a = app
+        .get(
+            "/applet/session/me",
+            &[
+                ("X-WX-Code", &minted.code),
+                ("X-WX-RawData", r#"{"nickName":"小明"}"#),
+                ("X-WX-Signature", &sig),
+            ],
+        )
+        .await;
+    assert_eq!((a.status, a.reason()), (400, Some("ERR_INVALID_RAW_DATA")));
     assert_eq!(app.exchanges(), 0);
 }
 

@@ -109,6 +109,24 @@ impl SessionError {
         }
     }
 
+    /// The text sent to the client. Transport and parse failures keep their
+    /// cause for the log only: the client learns that WeChat failed, not how.
+    fn client_message(&self) -> String {
+        match self {
+            Self::KeyExchangeFailed(ExchangeError::Unreachable(_)) => {
+                "exchanging the login code with WeChat failed: WeChat could not be reached; try \
+                 again later"
+                    .into()
+            }
+            Self::KeyExchangeFailed(ExchangeError::BadResponse(_)) => {
+                "exchanging the login code with WeChat failed: WeChat answered something \
+                 unexpected; try again later"
+                    .into()
+            }
+            _ => self.to_string(),
+        }
+    }
+
     fn detail(&self) -> Value {
         match self {
             Self::KeyExchangeFailed(ExchangeError::WeChat { errcode, errmsg }) => {
@@ -121,14 +139,51 @@ impl SessionError {
 
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
-        if matches!(self, Self::LayerMissing) {
-            tracing::error!("{self}");
+        match &self {
+            Self::LayerMissing => tracing::error!("{self}"),
+            Self::KeyExchangeFailed(ExchangeError::WeChat { .. }) => {}
+            Self::KeyExchangeFailed(_) => tracing::warn!(error = %self, "code exchange failed"),
+            _ => {}
         }
         let mut response =
-            error_response(self.status(), self.reason(), &self.to_string(), self.detail());
+            error_response(self.status(), self.reason(), &self.client_message(), self.detail());
         if matches!(self, Self::TooManyRequests) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(e: SessionError) -> (StatusCode, Value) {
+        let response = e.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn transport_causes_stay_in_the_log() {
+        let cause = "error sending request: tcp connect error 10.1.2.3:443";
+        let (status, body) =
+            body_of(SessionError::KeyExchangeFailed(ExchangeError::Unreachable(cause.into())))
+                .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("WeChat could not be reached"), "{message}");
+        assert!(!message.contains("10.1.2.3"), "{message}");
+        assert_eq!(body[ERROR_MAGIC], 1);
+        assert_eq!(body["reason"], "ERR_SESSION_KEY_EXCHANGE_FAILED");
+    }
+
+    #[tokio::test]
+    async fn wechat_errcodes_reach_the_client_in_detail() {
+        let e = ExchangeError::WeChat { errcode: 40029, errmsg: "invalid code".into() };
+        let (status, body) = body_of(SessionError::KeyExchangeFailed(e)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["detail"], json!({"errcode": 40029, "errmsg": "invalid code"}));
     }
 }

@@ -19,7 +19,16 @@ const MAX_ID_LEN: usize = 256;
 
 /// A header's value as text when present and non-empty.
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
+    header_text(headers, name).ok().flatten()
+}
+
+/// A header's value as text when present and non-empty; `Err(())` when it is
+/// present but not visible ASCII (so it cannot be what the protocol sends).
+pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.trim()).filter(|s| !s.is_empty())).map_err(|_| ()),
+    }
 }
 
 /// Whether `s` can be a code or token: printable ASCII without spaces, bounded.

@@ -17,7 +17,7 @@ use super::error::SessionError;
 use super::exchange::{CodeExchanger, ExchangeError, Exchanged};
 use super::headers::{
     HEADER_CODE, HEADER_RAW_DATA, HEADER_SIGNATURE, bearer_token, decode_uri_component, header_str,
-    plausible_id, signature_matches, signature_shape_ok,
+    header_text, plausible_id, signature_matches, signature_shape_ok,
 };
 use super::identity::WxSession;
 use super::l1::{L1, L1Config};
@@ -80,7 +80,7 @@ impl Default for SessionConfig {
 }
 
 /// The body of a token-dialect login.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenLoginRequest {
     /// The `wx.login()` code.
@@ -94,7 +94,7 @@ pub struct TokenLoginRequest {
 }
 
 /// The answer to a token-dialect login.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenLoginResponse {
     /// The opaque token the client sends as `X-WX-Skey` from now on.
@@ -103,6 +103,27 @@ pub struct TokenLoginResponse {
     pub expires_in: u64,
     /// The user info.
     pub user: Arc<RawValue>,
+}
+
+// Credentials never print: a backend that logs these with `{:?}` leaks nothing.
+impl std::fmt::Debug for TokenLoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenLoginRequest")
+            .field("code", &"[redacted]")
+            .field("raw_data", &self.raw_data)
+            .field("signature", &self.signature.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TokenLoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenLoginResponse")
+            .field("token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .field("user", &self.user)
+            .finish()
+    }
 }
 
 /// Why a single-flight exchange failed: refused before WeChat, or by it.
@@ -240,13 +261,20 @@ impl WxSessions {
         if let Some(token) = bearer_token(headers) {
             return self.by_token(token).await.map(Some);
         }
-        let Some(code) = header_str(headers, HEADER_CODE) else {
+        let Some(code) =
+            header_text(headers, HEADER_CODE).map_err(|()| SessionError::SessionExpired)?
+        else {
             return Ok(None);
         };
         if !plausible_id(code) {
             return Err(SessionError::SessionExpired);
         }
-        match header_str(headers, HEADER_RAW_DATA) {
+        let raw = header_text(headers, HEADER_RAW_DATA).map_err(|()| {
+            SessionError::InvalidRawData(
+                "X-WX-RawData must be encodeURIComponent(rawData), not raw bytes".into(),
+            )
+        })?;
+        match raw {
             None => self.by_code(code).await.map(Some),
             Some(raw) => {
                 let signature = header_str(headers, HEADER_SIGNATURE);
@@ -368,7 +396,17 @@ impl WxSessions {
     }
 
     fn check_rate(&self, client: Option<IpAddr>) -> Result<(), SessionError> {
-        let (Some(limiter), Some(ip)) = (&self.rate_limiter, client) else {
+        let Some(limiter) = &self.rate_limiter else {
+            return Ok(());
+        };
+        let Some(ip) = client else {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "login_rate_limit is set but requests carry no client address; serve with \
+                     into_make_service_with_connect_info::<SocketAddr>() to enable it"
+                )
+            });
             return Ok(());
         };
         if self.logins_seen.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
@@ -460,6 +498,10 @@ impl WxSessions {
         } else {
             return Ok(false);
         };
+        if !plausible_id(credential) {
+            // No session can have this id; never send it to the store.
+            return Ok(true);
+        }
         self.store.delete(&id).await.map_err(store_error)?;
         if let Some(l1) = &self.l1 {
             l1.evict(kind, credential);
@@ -537,4 +579,25 @@ fn new_record(
 pub(crate) fn hash_tag(openid: &str) -> String {
     use sha2::Digest;
     hex::encode(&sha2::Sha256::digest(openid.as_bytes())[..6])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_bodies_print_without_credentials() {
+        let req: TokenLoginRequest = serde_json::from_str(
+            r#"{"code":"0a1b2c3d4e5f6071","rawData":"{}","signature":"ffeeddccbbaa"}"#,
+        )
+        .unwrap();
+        let printed = format!("{req:?}");
+        assert!(!printed.contains("0a1b2c3d4e5f6071") && !printed.contains("ffeedd"), "{printed}");
+        let resp = TokenLoginResponse {
+            token: "secret-token-value".into(),
+            expires_in: 60,
+            user: Arc::from(RawValue::from_string("{}".into()).unwrap()),
+        };
+        assert!(!format!("{resp:?}").contains("secret-token-value"));
+    }
 }

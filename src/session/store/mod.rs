@@ -40,12 +40,26 @@ impl SessionKind {
 ///
 /// For tokens the id is the SHA-256 of the token (hex), so a dump of the store
 /// does not hand out live bearer tokens.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SessionId {
     /// The namespace.
     pub kind: SessionKind,
     /// The id within the namespace.
     pub id: String,
+}
+
+/// A compat id is the client's live code, so `Debug` shows only its first
+/// four characters; a token id is already a digest.
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            SessionKind::Code => {
+                let head: String = self.id.chars().take(4).collect();
+                write!(f, "SessionId(code:{head}…)")
+            }
+            SessionKind::Token => write!(f, "SessionId(token:{})", self.id),
+        }
+    }
 }
 
 impl SessionId {
@@ -265,6 +279,15 @@ pub fn random_token(bytes: usize) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_prints_a_live_credential() {
+        let code = format!("{:?}", SessionId::code("0a1b2c3d4e5f60718293a4b5c6d7e8f9"));
+        assert_eq!(code, "SessionId(code:0a1b…)");
+        let token = new_token("o_tom").unwrap();
+        let printed = format!("{:?}", SessionId::token(&token));
+        assert!(!printed.contains(&token), "{printed}");
+    }
 
     #[test]
     fn issued_tokens_carry_their_users_tag() {
