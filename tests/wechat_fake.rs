@@ -172,6 +172,21 @@ async fn two_busy_answers_fail_with_errcode_minus_one() {
 }
 
 #[tokio::test]
+async fn the_busy_retry_stays_inside_the_one_timeout() {
+    // 800 ms for the whole call: a busy answer after 450 ms, the 200 ms
+    // backoff, then a retry that would need another 450 ms.
+    let (fake, _addr, client) = setup().await;
+    fake.set_faults(Faults { busy: 2, delay_ms: 450, ..Faults::default() });
+    let minted = fake.mint_code("o-alice", None, None);
+    let started = Instant::now();
+    let result = client.code2session(&minted.code).await;
+    let elapsed = started.elapsed();
+    assert!(matches!(result, Err(ExchangeError::Timeout)), "{result:?}");
+    assert!(elapsed < Duration::from_millis(1_050), "took {elapsed:?} for an 800 ms timeout");
+    assert_eq!(fake.stats().jscode2session_calls, 2, "the retry was still made");
+}
+
+#[tokio::test]
 async fn nothing_listening_is_unreachable_without_the_secret() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

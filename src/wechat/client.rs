@@ -38,7 +38,8 @@ pub struct WeChatConfig {
     pub app_secret: SecretString,
     /// TCP/TLS connect timeout.
     pub connect_timeout: Duration,
-    /// Timeout for a whole request (connect, send, read the answer).
+    /// Timeout for a whole call (connect, send, read the answer), including
+    /// the one retry of a busy answer.
     pub timeout: Duration,
 }
 
@@ -235,11 +236,19 @@ impl WeChatClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, WeChatError> {
+        // `timeout` bounds the whole call, the retry included, so a caller
+        // (and every single-flight waiter behind it) waits at most that long.
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.timeout;
         match self.call_once(method.clone(), path, query, body).await {
-            Err(WeChatError::Api { errcode, .. }) if errcode == ERRCODE_BUSY => {
+            Err(WeChatError::Api { errcode, errmsg }) if errcode == ERRCODE_BUSY => {
+                if deadline.saturating_duration_since(tokio::time::Instant::now()) <= BUSY_BACKOFF {
+                    return Err(WeChatError::Api { errcode, errmsg });
+                }
                 tracing::warn!("WeChat is busy (errcode -1), retrying once");
                 tokio::time::sleep(BUSY_BACKOFF).await;
-                self.call_once(method, path, query, body).await
+                tokio::time::timeout_at(deadline, self.call_once(method, path, query, body))
+                    .await
+                    .unwrap_or(Err(WeChatError::Timeout))
             }
             other => other,
         }
