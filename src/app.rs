@@ -114,7 +114,30 @@ pub fn router(state: AppState, base_path: &str, fake: Option<FakeWeChat>) -> Rou
     if let Some(fake) = fake {
         app = app.nest(FAKE_WECHAT_PATH, fake.router());
     }
-    app.layer(layer).layer(middleware::from_fn_with_state(trusted, access_log))
+    app.layer(layer).layer(catch_panic()).layer(middleware::from_fn_with_state(trusted, access_log))
+}
+
+/// A panic anywhere below becomes a logged 500 in the error envelope (and an
+/// access-log line) instead of a dropped connection.
+fn catch_panic() -> tower_http::catch_panic::CatchPanicLayer<fn(PanicPayload) -> Response> {
+    tower_http::catch_panic::CatchPanicLayer::custom(panic_response as fn(PanicPayload) -> Response)
+}
+
+type PanicPayload = Box<dyn std::any::Any + Send + 'static>;
+
+fn panic_response(payload: PanicPayload) -> Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "a request handler panicked");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "ERR_INTERNAL",
+        "internal error; the gateway logged it",
+        json!({}),
+    )
 }
 
 /// `GET {base}/session/me`: the current user's info, the stored JSON as is.
@@ -218,6 +241,22 @@ async fn access_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_500_envelope() {
+        use tower::ServiceExt;
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app: Router = Router::new().route("/boom", get(boom)).layer(catch_panic());
+        let req = Request::builder().uri("/boom").body(Body::empty()).unwrap();
+        let response = app.oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body[crate::session::ERROR_MAGIC], 1);
+        assert_eq!(body["reason"], "ERR_INTERNAL");
+    }
 
     fn xff(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
