@@ -17,6 +17,8 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -255,6 +257,43 @@ pub async fn bounded<T>(
             tracing::debug!(op, timeout = ?op_timeout, "mongodb operation timed out");
             Err(DataError::Unavailable(format!("mongodb {op}: no answer within {op_timeout:?}")))
         }
+    }
+}
+
+/// Whether a store's indexes exist. Until its `init` has succeeded, a store
+/// answers every operation with [`DataError::Unavailable`] without touching
+/// MongoDB: a write before the unique indexes exist could store duplicates,
+/// and those would then make the index creation fail for good.
+///
+/// Clones share the flag, so the clone the start-up task initialises and the
+/// clone the routes use agree.
+#[derive(Clone, Debug, Default)]
+pub struct IndexesReady(Arc<AtomicBool>);
+
+impl IndexesReady {
+    /// Not ready yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The indexes exist (called once the store's index creation succeeded).
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether [`IndexesReady::set`] was called.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// `Ok` when ready, else [`DataError::Unavailable`] naming `op`.
+    pub fn check(&self, op: &'static str) -> Result<(), DataError> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        Err(DataError::Unavailable(format!(
+            "mongodb {op}: the indexes are not created yet (retried in the background)"
+        )))
     }
 }
 

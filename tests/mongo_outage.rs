@@ -179,9 +179,17 @@ async fn stores_start_without_mongodb_and_work_once_it_appears() {
     every_op_is_unavailable(&stores, "000000000000000000000000").await;
 
     let _server = MongoServer::start_on(port);
+    // Up, but the indexes do not exist yet: the stores still refuse, at once.
+    assert_unavailable("pk ping before init", stores.pk.ping()).await;
+    assert_unavailable("membership before init", stores.pk.add_membership("g1", "alice")).await;
+    assert_unavailable("notice before init", stores.notices.insert(notice())).await;
+    // What the gateway's start-up task does: retry the index creation.
+    let started = Instant::now();
+    while stores.pk.init(7).await.is_err() || stores.notices.init().await.is_err() {
+        assert!(started.elapsed() < RECOVERY, "the indexes were never created");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     wait_until_available(&stores, RECOVERY).await;
-    stores.pk.init(7).await.unwrap();
-    stores.notices.init().await.unwrap();
     stores.pk.add_membership("g1", "alice").await.unwrap();
     assert!(stores.pk.is_member("g1", "alice").await.unwrap());
 }

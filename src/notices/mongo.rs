@@ -1,6 +1,7 @@
 //! The MongoDB notice store: collection `notices` (fields and indexes in
 //! [`crate::mongo`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +17,8 @@ use super::memory::{parse_before, parse_id};
 use super::{AuthorChange, NewNotice, Notice, NoticePatch, NoticeState, NoticeStore, Visibility};
 use crate::data::DataError;
 use crate::mongo::{
-    NOTICES, bounded, ensure_notice_indexes, from_bson_time, to_bson_time, unavailable,
+    IndexesReady, NOTICES, bounded, ensure_notice_indexes, from_bson_time, to_bson_time,
+    unavailable,
 };
 
 /// How often a conditional update re-reads after a concurrent change of the
@@ -26,11 +28,16 @@ const CHANGE_ATTEMPTS: usize = 5;
 /// [`NoticeStore`] over MongoDB; every operation is bounded by `op_timeout`.
 ///
 /// Author changes bump `updated_at`; moderation (`set_banned`) does not.
+///
+/// Until [`MongoNoticeStore::init`] has succeeded (on this store or a clone
+/// of it), every operation answers [`DataError::Unavailable`]: see
+/// [`IndexesReady`].
 #[derive(Clone, Debug)]
 pub struct MongoNoticeStore {
     db: Database,
     notices: Collection<Document>,
     op_timeout: Duration,
+    ready: IndexesReady,
 }
 
 /// A notice as stored.
@@ -86,12 +93,25 @@ fn state_str(s: NoticeState) -> &'static str {
 impl MongoNoticeStore {
     /// A store over `db` (see [`crate::mongo::connect`]); needs no server yet.
     pub fn new(db: Database, op_timeout: Duration) -> Self {
-        Self { notices: db.collection(NOTICES), db, op_timeout }
+        Self { notices: db.collection(NOTICES), db, op_timeout, ready: IndexesReady::new() }
     }
 
-    /// Create the indexes (idempotent). Call once at start-up.
+    /// Create the indexes (idempotent) and open the store for use. Call at
+    /// start-up (again after a failure).
     pub async fn init(&self) -> Result<(), DataError> {
-        ensure_notice_indexes(&self.db).await
+        ensure_notice_indexes(&self.db).await?;
+        self.ready.set();
+        Ok(())
+    }
+
+    /// `op` bounded by `op_timeout`, refused while the indexes do not exist.
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, DataError>>,
+    ) -> Result<T, DataError> {
+        self.ready.check(op)?;
+        bounded(self.op_timeout, op, fut).await
     }
 
     /// Newest first, `filter`, strictly below `before`, then `skip`.
@@ -113,7 +133,7 @@ impl MongoNoticeStore {
         if let Some(before) = before {
             filter.insert("_id", doc! { "$lt": before });
         }
-        bounded(self.op_timeout, op, async {
+        self.run(op, async {
             let docs: Vec<Document> = self
                 .notices
                 .find(filter)
@@ -244,7 +264,7 @@ impl MongoNoticeStore {
 impl NoticeStore for MongoNoticeStore {
     #[tracing::instrument(skip_all, level = "debug")]
     async fn insert(&self, notice: NewNotice) -> Result<Notice, DataError> {
-        bounded(self.op_timeout, "insert notice", async {
+        self.run("insert notice", async {
             let id = ObjectId::new();
             let created_at = to_bson_time(notice.created_at);
             let state = NoticeState::of(notice.visibility, false);
@@ -288,7 +308,7 @@ impl NoticeStore for MongoNoticeStore {
         let Some(id) = parse_id(id) else {
             return Ok(None);
         };
-        bounded(self.op_timeout, "get notice", self.find("get notice", id)).await
+        self.run("get notice", self.find("get notice", id)).await
     }
 
     #[tracing::instrument(skip(self), level = "debug")]
@@ -324,7 +344,7 @@ impl NoticeStore for MongoNoticeStore {
         let Some(id) = parse_id(id) else {
             return Ok(AuthorChange::NotFound);
         };
-        bounded(self.op_timeout, "update notice", self.update_inner(id, openid, patch)).await
+        self.run("update notice", self.update_inner(id, openid, patch)).await
     }
 
     #[tracing::instrument(skip(self, openid), level = "debug")]
@@ -332,7 +352,7 @@ impl NoticeStore for MongoNoticeStore {
         let Some(id) = parse_id(id) else {
             return Ok(AuthorChange::NotFound);
         };
-        bounded(self.op_timeout, "delete notice", self.delete_inner(id, openid)).await
+        self.run("delete notice", self.delete_inner(id, openid)).await
     }
 
     #[tracing::instrument(skip(self), level = "debug")]
@@ -340,11 +360,11 @@ impl NoticeStore for MongoNoticeStore {
         let Some(id) = parse_id(id) else {
             return Ok(None);
         };
-        bounded(self.op_timeout, "ban notice", self.set_banned_inner(id, banned)).await
+        self.run("ban notice", self.set_banned_inner(id, banned)).await
     }
 
     async fn ping(&self) -> Result<(), DataError> {
-        bounded(self.op_timeout, "ping", async {
+        self.run("ping", async {
             self.db
                 .run_command(doc! { "ping": 1 })
                 .await

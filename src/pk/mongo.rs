@@ -1,6 +1,7 @@
 //! The MongoDB PK store: collections `pk_records` and `pk_members` (fields
 //! and indexes in [`crate::mongo`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,8 +15,8 @@ use serde::Deserialize;
 use super::{Membership, PkStore, StepCheckin, StepRecord};
 use crate::data::DataError;
 use crate::mongo::{
-    PK_MEMBERS, PK_RECORDS, bounded, ensure_pk_indexes, from_bson_time, is_duplicate_key,
-    to_bson_time, unavailable,
+    IndexesReady, PK_MEMBERS, PK_RECORDS, bounded, ensure_pk_indexes, from_bson_time,
+    is_duplicate_key, to_bson_time, unavailable,
 };
 
 /// How often `upsert_steps` re-runs after losing a race (each round trip
@@ -28,12 +29,17 @@ pub(crate) fn storable_steps(steps: u64) -> u64 {
 }
 
 /// [`PkStore`] over MongoDB; every operation is bounded by `op_timeout`.
+///
+/// Until [`MongoPkStore::init`] has succeeded (on this store or a clone of
+/// it), every operation answers [`DataError::Unavailable`]: see
+/// [`IndexesReady`].
 #[derive(Clone, Debug)]
 pub struct MongoPkStore {
     db: Database,
     records: Collection<Document>,
     members: Collection<Document>,
     op_timeout: Duration,
+    ready: IndexesReady,
 }
 
 /// A step record as stored (`_id` and `created_at` are ignored).
@@ -97,13 +103,27 @@ impl MongoPkStore {
             members: db.collection(PK_MEMBERS),
             db,
             op_timeout,
+            ready: IndexesReady::new(),
         }
     }
 
     /// Create the indexes (idempotent), with a TTL of `retention_days` on
-    /// step records. Call once at start-up.
+    /// step records, and open the store for use. Call at start-up (again
+    /// after a failure).
     pub async fn init(&self, retention_days: u32) -> Result<(), DataError> {
-        ensure_pk_indexes(&self.db, retention_days).await
+        ensure_pk_indexes(&self.db, retention_days).await?;
+        self.ready.set();
+        Ok(())
+    }
+
+    /// `op` bounded by `op_timeout`, refused while the indexes do not exist.
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, DataError>>,
+    ) -> Result<T, DataError> {
+        self.ready.check(op)?;
+        bounded(self.op_timeout, op, fut).await
     }
 
     /// `find_one_and_update` returning the updated document.
@@ -204,7 +224,7 @@ impl MongoPkStore {
 impl PkStore for MongoPkStore {
     #[tracing::instrument(skip(self, openid), level = "debug")]
     async fn add_membership(&self, open_gid: &str, openid: &str) -> Result<(), DataError> {
-        bounded(self.op_timeout, "add membership", async {
+        self.run("add membership", async {
             let joined_at = to_bson_time(Utc::now());
             let result = self
                 .members
@@ -226,7 +246,7 @@ impl PkStore for MongoPkStore {
 
     #[tracing::instrument(skip(self, openid), level = "debug")]
     async fn is_member(&self, open_gid: &str, openid: &str) -> Result<bool, DataError> {
-        bounded(self.op_timeout, "is member", async {
+        self.run("is member", async {
             self.members
                 .find_one(doc! { "open_gid": open_gid, "openid": openid })
                 .projection(doc! { "_id": 1 })
@@ -239,7 +259,7 @@ impl PkStore for MongoPkStore {
 
     #[tracing::instrument(skip_all, level = "debug")]
     async fn memberships(&self, openid: &str) -> Result<Vec<Membership>, DataError> {
-        bounded(self.op_timeout, "memberships", async {
+        self.run("memberships", async {
             let docs: Vec<Document> = self
                 .members
                 .find(doc! { "openid": openid })
@@ -256,7 +276,7 @@ impl PkStore for MongoPkStore {
 
     #[tracing::instrument(skip(self, checkin), level = "debug", fields(open_gid = %checkin.open_gid, date = %checkin.date))]
     async fn upsert_steps(&self, checkin: &StepCheckin) -> Result<StepRecord, DataError> {
-        bounded(self.op_timeout, "upsert steps", self.upsert_inner(checkin)).await
+        self.run("upsert steps", self.upsert_inner(checkin)).await
     }
 
     #[tracing::instrument(skip(self), level = "debug")]
@@ -270,7 +290,7 @@ impl PkStore for MongoPkStore {
             // MongoDB reads a limit of 0 as "no limit".
             return Ok(Vec::new());
         }
-        bounded(self.op_timeout, "ranking", async {
+        self.run("ranking", async {
             let docs: Vec<Document> = self
                 .records
                 .find(doc! { "open_gid": open_gid, "date": date })
@@ -293,12 +313,12 @@ impl PkStore for MongoPkStore {
         date: &str,
         openid: &str,
     ) -> Result<Option<(u64, StepRecord)>, DataError> {
-        bounded(self.op_timeout, "rank of", self.rank_inner(open_gid, date, openid)).await
+        self.run("rank of", self.rank_inner(open_gid, date, openid)).await
     }
 
     #[tracing::instrument(skip(self), level = "debug")]
     async fn participants(&self, open_gid: &str, date: &str) -> Result<u64, DataError> {
-        bounded(self.op_timeout, "participants", async {
+        self.run("participants", async {
             self.records
                 .count_documents(doc! { "open_gid": open_gid, "date": date })
                 .await
@@ -308,7 +328,7 @@ impl PkStore for MongoPkStore {
     }
 
     async fn ping(&self) -> Result<(), DataError> {
-        bounded(self.op_timeout, "ping", async {
+        self.run("ping", async {
             self.db
                 .run_command(doc! { "ping": 1 })
                 .await
