@@ -55,6 +55,12 @@ pub enum AppError {
     /// A WeChat server API call failed.
     #[error("a WeChat API call failed")]
     WeChat(WeChatError),
+    /// The access token for a server-side WeChat call could not be obtained
+    /// (`stable_token` failed: a wrong AppSecret 40125, a server IP missing
+    /// from the whitelist 40164, …) or WeChat rejected even a freshly
+    /// refreshed one: the gateway's problem, never the request's.
+    #[error("a WeChat API call failed: the gateway could not get a usable access token")]
+    AccessToken(WeChatError),
 }
 
 impl AppError {
@@ -73,7 +79,7 @@ impl AppError {
             Self::AdminUnauthorized => "ERR_ADMIN_UNAUTHORIZED",
             Self::BadPushSignature => "ERR_BAD_SIGNATURE",
             Self::Storage(_) => "ERR_STORAGE_UNAVAILABLE",
-            Self::WeChat(_) => "ERR_WECHAT_API_FAILED",
+            Self::WeChat(_) | Self::AccessToken(_) => "ERR_WECHAT_API_FAILED",
         }
     }
 
@@ -89,17 +95,25 @@ impl AppError {
             Self::ContentRisky => StatusCode::UNPROCESSABLE_ENTITY,
             Self::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Self::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::WeChat(WeChatError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Self::WeChat(WeChatError::Timeout) | Self::AccessToken(WeChatError::Timeout) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             // Still "system busy" after the one retry: WeChat's trouble, not the request's.
-            Self::WeChat(WeChatError::Api { errcode: -1, .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::WeChat(WeChatError::Api { errcode: -1, .. })
+            | Self::AccessToken(WeChatError::Api { errcode: -1, .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            // The errcode is about this request (e.g. 40029: a bad phone code).
             Self::WeChat(WeChatError::Api { .. }) => StatusCode::BAD_REQUEST,
-            Self::WeChat(_) => StatusCode::BAD_GATEWAY,
+            // Unreachable, garbage, or any errcode while getting the token.
+            Self::WeChat(_) | Self::AccessToken(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
     fn detail(&self) -> Value {
         match self {
-            Self::WeChat(WeChatError::Api { errcode, errmsg }) => {
+            Self::WeChat(WeChatError::Api { errcode, errmsg })
+            | Self::AccessToken(WeChatError::Api { errcode, errmsg }) => {
                 json!({"errcode": errcode, "errmsg": errmsg})
             }
             Self::Decrypt(e) => decrypt_detail(e),
@@ -154,6 +168,11 @@ impl IntoResponse for AppError {
             Self::Session(e) => return e.clone().into_response(),
             Self::Storage(e) => tracing::warn!(error = %e, "data store failed"),
             Self::WeChat(e) => tracing::warn!(error = %e, "WeChat API call failed"),
+            Self::AccessToken(e) => tracing::error!(
+                error = %e,
+                "no usable WeChat access token (check wechat.app_id, the AppSecret and the \
+                 API IP whitelist)"
+            ),
             _ => {}
         }
         error_response(self.status(), self.reason(), &self.to_string(), self.detail())
@@ -175,6 +194,16 @@ impl From<DecryptError> for AppError {
 impl From<WeChatError> for AppError {
     fn from(e: WeChatError) -> Self {
         Self::WeChat(e)
+    }
+}
+
+impl AppError {
+    /// The answer of an [`crate::wechat::AccessTokens`] `try_*` call as a
+    /// handler result: the outer error is the access token's
+    /// ([`AppError::AccessToken`], 502), the inner one the call's
+    /// ([`AppError::WeChat`]).
+    pub fn wechat_call<T>(answer: Result<Result<T, WeChatError>, WeChatError>) -> Result<T, Self> {
+        answer.map_err(Self::AccessToken)?.map_err(Self::WeChat)
     }
 }
 
@@ -225,5 +254,47 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AppPath
             .await
             .map(|p| Self(p.0))
             .map_err(|e: PathRejection| AppError::InvalidRequest(e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(errcode: i64) -> WeChatError {
+        WeChatError::Api { errcode, errmsg: "x".into() }
+    }
+
+    #[test]
+    fn access_token_failures_are_the_gateways_and_call_errcodes_the_requests() {
+        let cases = [
+            (AppError::WeChat(api(40029)), StatusCode::BAD_REQUEST),
+            (AppError::WeChat(api(-1)), StatusCode::SERVICE_UNAVAILABLE),
+            (AppError::WeChat(WeChatError::Timeout), StatusCode::GATEWAY_TIMEOUT),
+            (
+                AppError::WeChat(WeChatError::Unreachable("HTTP 500".into())),
+                StatusCode::BAD_GATEWAY,
+            ),
+            (AppError::AccessToken(api(40125)), StatusCode::BAD_GATEWAY),
+            (AppError::AccessToken(api(40164)), StatusCode::BAD_GATEWAY),
+            (AppError::AccessToken(api(40001)), StatusCode::BAD_GATEWAY),
+            (AppError::AccessToken(api(-1)), StatusCode::SERVICE_UNAVAILABLE),
+            (AppError::AccessToken(WeChatError::Timeout), StatusCode::GATEWAY_TIMEOUT),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status(), status, "{err:?}");
+            assert_eq!(err.reason(), "ERR_WECHAT_API_FAILED");
+        }
+        let detail = AppError::AccessToken(api(40125)).detail();
+        assert_eq!(detail, json!({"errcode": 40125, "errmsg": "x"}));
+    }
+
+    #[test]
+    fn wechat_call_puts_the_outer_error_on_the_token() {
+        let token: Result<Result<(), _>, _> = Err(api(40125));
+        assert!(matches!(AppError::wechat_call(token), Err(AppError::AccessToken(_))));
+        let call: Result<Result<(), _>, _> = Ok(Err(api(40029)));
+        assert!(matches!(AppError::wechat_call(call), Err(AppError::WeChat(_))));
+        assert!(AppError::wechat_call::<u8>(Ok(Ok(7))).is_ok_and(|v| v == 7));
     }
 }

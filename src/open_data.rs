@@ -88,7 +88,7 @@ pub async fn phone(
                     "`code` must be a getPhoneNumber code".into(),
                 ));
             }
-            state.tokens.phone_number(code.trim()).await?
+            AppError::wechat_call(state.tokens.try_phone_number(code.trim()).await)?
         }
         PhoneRequest::Encrypted(data) => state.decrypt(&session, &data)?,
     };

@@ -259,6 +259,48 @@ async fn wrong_secret_is_40125_without_leaking_it() {
     assert_eq!(fake.stats().calls_to(MSG_SEC_CHECK), 0);
 }
 
+#[tokio::test]
+async fn try_calls_keep_the_token_s_failure_apart_from_the_call_s() {
+    init_logs();
+    let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
+    // A wrong AppSecret: the token cannot be had (outer error), nothing is called.
+    let wrong = AccessTokens::with_config(
+        client(addr, "wrong-secret-value-123"),
+        redis_store(&unique_prefix("token_try_wrong")),
+        test_config(),
+    );
+    let code = fake.mint_phone_code("13800138000", "86");
+    match wrong.try_phone_number(&code).await {
+        Err(WeChatError::Api { errcode: 40125, .. }) => {}
+        other => panic!("expected the token's 40125, got {other:?}"),
+    }
+    match wrong.try_msg_sec_check("o-1", "x").await {
+        Err(WeChatError::Api { errcode: 40125, .. }) => {}
+        other => panic!("expected the token's 40125, got {other:?}"),
+    }
+    assert_eq!(fake.stats().calls_to(GET_PHONE_NUMBER) + fake.stats().calls_to(MSG_SEC_CHECK), 0);
+    // WeChat down while getting the token: outer too.
+    fake.set_faults(Faults { http_500: true, ..Faults::default() });
+    let fresh = instance(addr, &unique_prefix("token_try_down"), test_config());
+    assert!(matches!(fresh.try_phone_number(&code).await, Err(WeChatError::Unreachable(_))));
+    fake.set_faults(Faults::default());
+
+    // A good token and a bad code: the call's own error (inner).
+    let good = instance(addr, &unique_prefix("token_try_good"), test_config());
+    match good.try_phone_number("no-such-code").await {
+        Ok(Err(WeChatError::Api { errcode: 40029, .. })) => {}
+        other => panic!("expected the call's 40029, got {other:?}"),
+    }
+    let info = good.try_phone_number(&code).await.expect("token").expect("phone");
+    assert_eq!(info["purePhoneNumber"], "13800138000");
+    // An expired token is refreshed and the retry succeeds: not an error at all.
+    fake.expire_access_tokens();
+    assert!(good.try_msg_sec_check("o-1", "x").await.expect("token").expect("check").is_pass());
+    // The flattening calls still answer the plain errcode.
+    assert_api_error(good.phone_number("no-such-code").await, 40029);
+    assert_api_error(wrong.phone_number("no-such-code").await, 40125);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_refresh_is_shared_not_repeated_per_caller() {
     init_logs();

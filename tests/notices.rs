@@ -742,6 +742,39 @@ async fn content_security_rejects_risky_text_when_enabled() {
 }
 
 #[tokio::test]
+async fn content_security_without_an_access_token_is_the_gateways_502() {
+    // Two gateways share the sessions and the notices; the second one's
+    // AppSecret is wrong, so it cannot get an access token for msgSecCheck.
+    let url = support::redis::shared_redis_url();
+    let prefix = support::redis::unique_prefix("notice_no_token");
+    let db = support::mongo::unique_db("notice_no_token");
+    let shared = || {
+        let store = support::app::StoreChoice::Redis { url: url.clone(), prefix: prefix.clone() };
+        AppOptions { store, extra: vec![], clock: None }
+            .mongo("notice_no_token")
+            .with("mongodb.database", db.clone())
+            .with("notices.content_security", true)
+    };
+    let healthy = spawn_app(shared()).await;
+    let alice = healthy.user("o_alice_no_token", "alice").await;
+    let id = posted(&healthy, &alice, json!({"content": "checked and posted"})).await;
+    let broken = spawn_app(shared().with("wechat.app_secret", "not-the-app-secret")).await;
+
+    let a = post(&broken, &alice, json!({"content": "a clean text"})).await;
+    assert_error(&a, 502, "ERR_WECHAT_API_FAILED");
+    assert_eq!(a.body["error"]["detail"]["errcode"], 40125, "{a:?}");
+    let a = broken
+        .patch(&format!("/applet/notices/{id}"), &[alice.auth()], &json!({"content": "edited"}))
+        .await;
+    assert_error(&a, 502, "ERR_WECHAT_API_FAILED");
+    // The healthy gateway's token (shared in Redis) means nothing to the
+    // broken one's WeChat (40001): each request tried it once, then the
+    // forced refresh failed with 40125. No request was retried after that.
+    assert_eq!(broken.fake.stats().calls_to(MSG_SEC_CHECK), 2);
+    assert_eq!(contents(&mine(&healthy, &alice, "").await), ["checked and posted"]);
+}
+
+#[tokio::test]
 async fn content_security_off_makes_no_checks() {
     let app = spawn_app(mongo_app("notice_insecure")).await;
     app.fake.set_risky_words(vec!["badword".into()]);

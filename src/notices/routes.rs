@@ -128,7 +128,11 @@ fn page_answer(notices: Vec<Notice>, limit: u32, keyset: bool) -> Json<Value> {
 }
 
 async fn content_check(state: &AppState, openid: &str, content: &str) -> Result<(), AppError> {
-    if state.content_security && !state.tokens.msg_sec_check(openid, content).await?.is_pass() {
+    if !state.content_security {
+        return Ok(());
+    }
+    let verdict = AppError::wechat_call(state.tokens.try_msg_sec_check(openid, content).await)?;
+    if !verdict.is_pass() {
         return Err(AppError::ContentRisky);
     }
     Ok(())

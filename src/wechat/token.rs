@@ -14,6 +14,12 @@
 //! 42001) force-refreshes the token — once for all the calls that saw the same
 //! bad token — and is retried once.
 //!
+//! The `try_*` calls keep two failures apart: the access token's (it could
+//! not be obtained — a wrong AppSecret 40125, a server IP missing from the
+//! whitelist 40164, WeChat down — or WeChat rejected even a fresh one), which
+//! is the server's problem whatever the request was, and the call's own (a
+//! spent phone code 40029), which is the request's.
+//!
 //! If the store cannot be reached, an instance falls back to asking WeChat
 //! itself in normal (non-forcing) mode, which returns the token WeChat
 //! currently holds rather than invalidating the other instances' one.
@@ -187,6 +193,18 @@ impl AccessTokens {
     /// `POST {api_base}{path}?access_token=…` with a JSON body, errcode-checked;
     /// retried once with a refreshed token when WeChat rejects the token.
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, WeChatError> {
+        self.try_post_json(path, body).await?
+    }
+
+    /// [`AccessTokens::post_json`] with the failures apart: `Err` when the
+    /// access token could not be obtained or WeChat rejected even a freshly
+    /// refreshed one (the server's problem), `Ok(Err)` when the call itself
+    /// failed.
+    pub async fn try_post_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<Result<Value, WeChatError>, WeChatError> {
         let client = &self.inner.client;
         self.call_with_token(|token| async move {
             client.post_json(path, &[("access_token", token.as_str())], body).await
@@ -203,49 +221,61 @@ impl AccessTokens {
             full.push(("access_token", token.as_str()));
             client.get_json(path, &full).await
         })
-        .await
+        .await?
     }
 
     /// The user's phone number for a `getPhoneNumber` button code: WeChat's `phone_info` object.
-    #[tracing::instrument(name = "wechat_phone_number", skip_all)]
     pub async fn phone_number(&self, code: &str) -> Result<Value, WeChatError> {
-        let answer =
-            self.post_json("/wxa/business/getuserphonenumber", &json!({ "code": code })).await?;
-        match answer.get("phone_info") {
+        self.try_phone_number(code).await?
+    }
+
+    /// [`AccessTokens::phone_number`] with the failures apart: `Err` is the
+    /// access token's (see [`AccessTokens::try_post_json`]), `Ok(Err)` the
+    /// call's own (e.g. 40029 for a spent or unknown code).
+    #[tracing::instrument(name = "wechat_phone_number", skip_all)]
+    pub async fn try_phone_number(
+        &self,
+        code: &str,
+    ) -> Result<Result<Value, WeChatError>, WeChatError> {
+        let body = json!({ "code": code });
+        let answer = self.try_post_json("/wxa/business/getuserphonenumber", &body).await?;
+        Ok(answer.and_then(|a| match a.get("phone_info") {
             Some(info) if info.is_object() => Ok(info.clone()),
             _ => Err(WeChatError::BadResponse("the answer has no phone_info object".into())),
-        }
+        }))
     }
 
     /// Checks a user's text with `msg_sec_check` v2 (scene 2: comments/posts).
-    #[tracing::instrument(name = "wechat_msg_sec_check", skip_all)]
     pub async fn msg_sec_check(
         &self,
         openid: &str,
         content: &str,
     ) -> Result<SecCheckVerdict, WeChatError> {
+        self.try_msg_sec_check(openid, content).await?
+    }
+
+    /// [`AccessTokens::msg_sec_check`] with the failures apart: `Err` is the
+    /// access token's (see [`AccessTokens::try_post_json`]), `Ok(Err)` the
+    /// call's own.
+    #[tracing::instrument(name = "wechat_msg_sec_check", skip_all)]
+    pub async fn try_msg_sec_check(
+        &self,
+        openid: &str,
+        content: &str,
+    ) -> Result<Result<SecCheckVerdict, WeChatError>, WeChatError> {
         let body = json!({"content": content, "version": 2, "scene": 2, "openid": openid});
-        let answer = self.post_json("/wxa/msg_sec_check", &body).await?;
-        let result = answer
-            .get("result")
-            .ok_or_else(|| WeChatError::BadResponse("the answer has no result".into()))?;
-        let suggest = result
-            .get("suggest")
-            .cloned()
-            .and_then(|s| serde_json::from_value::<SecCheckSuggest>(s).ok())
-            .ok_or_else(|| {
-                WeChatError::BadResponse("result.suggest is not pass/review/risky".into())
-            })?;
-        Ok(SecCheckVerdict {
-            suggest,
-            label: result.get("label").and_then(Value::as_i64).unwrap_or(0),
-            trace_id: answer.get("trace_id").and_then(Value::as_str).map(str::to_owned),
-        })
+        Ok(self.try_post_json("/wxa/msg_sec_check", &body).await?.and_then(|a| sec_verdict(&a)))
     }
 
     /// Runs `call` with the current token; if WeChat rejects the token, refreshes
     /// it (single refresher) and runs `call` once more with the new one.
-    async fn call_with_token<F, Fut>(&self, call: F) -> Result<Value, WeChatError>
+    ///
+    /// The outer error is the token's: it could not be obtained, or WeChat
+    /// rejected the refreshed one too. The inner result is the call's.
+    async fn call_with_token<F, Fut>(
+        &self,
+        call: F,
+    ) -> Result<Result<Value, WeChatError>, WeChatError>
     where
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<Value, WeChatError>>,
@@ -258,9 +288,17 @@ impl AccessTokens {
                     "WeChat rejected the access token; refreshing and retrying"
                 );
                 let fresh = self.token(Some(&token)).await?;
-                call(fresh).await
+                match call(fresh).await {
+                    Err(e @ WeChatError::Api { errcode, .. })
+                        if STALE_TOKEN_ERRCODES.contains(&errcode) =>
+                    {
+                        tracing::warn!(errcode, "WeChat rejected a freshly refreshed access token");
+                        Err(e)
+                    }
+                    other => Ok(other),
+                }
             }
-            other => other,
+            other => Ok(other),
         }
     }
 
@@ -385,6 +423,25 @@ impl AccessTokens {
         let issued = self.inner.client.stable_token(false).await?;
         Ok(Cached::new(&issued, self.inner.cfg.refresh_margin, now_ms()))
     }
+}
+
+/// The verdict in a `msg_sec_check` v2 answer.
+fn sec_verdict(answer: &Value) -> Result<SecCheckVerdict, WeChatError> {
+    let result = answer
+        .get("result")
+        .ok_or_else(|| WeChatError::BadResponse("the answer has no result".into()))?;
+    let suggest = result
+        .get("suggest")
+        .cloned()
+        .and_then(|s| serde_json::from_value::<SecCheckSuggest>(s).ok())
+        .ok_or_else(|| {
+            WeChatError::BadResponse("result.suggest is not pass/review/risky".into())
+        })?;
+    Ok(SecCheckVerdict {
+        suggest,
+        label: result.get("label").and_then(Value::as_i64).unwrap_or(0),
+        trace_id: answer.get("trace_id").and_then(Value::as_str).map(str::to_owned),
+    })
 }
 
 fn millis(d: Duration) -> u64 {
