@@ -184,17 +184,23 @@ async fn not_found() -> Response {
 /// The client's address: the socket peer, or — only when the peer is a
 /// trusted proxy — the right-most `X-Forwarded-For` entry that is not itself
 /// a trusted proxy (entries further left are client-controlled).
+///
+/// Addresses are compared and returned canonicalised
+/// ([`IpAddr::to_canonical`]): on a dual-stack listener (`[::]:port`) an IPv4
+/// peer arrives as `::ffff:127.0.0.1`, which must match a trusted
+/// `127.0.0.1` and share its rate-limit bucket.
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer = peer?;
-    if !trusted.contains(&peer) {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.to_canonical() == ip);
+    let peer = peer?.to_canonical();
+    if !is_trusted(peer) {
         return Some(peer);
     }
     let mut client = peer;
     for value in headers.get_all("x-forwarded-for").iter().rev() {
         let Ok(text) = value.to_str() else { return Some(client) };
         for hop in text.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) if trusted.contains(&ip) => client = ip,
+            match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+                Ok(ip) if is_trusted(ip) => client = ip,
                 Ok(ip) => return Some(ip),
                 Err(_) => return Some(client),
             }
@@ -280,5 +286,26 @@ mod tests {
         assert_eq!(client_ip(Some(nginx), &xff("nonsense"), &trusted), Some(nginx));
         // Chains of trusted proxies are skipped.
         assert_eq!(client_ip(Some(nginx), &xff("203.0.113.7, 127.0.0.1"), &trusted), Some(client));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_canonicalised() {
+        let nginx: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        // nginx seen through a dual-stack listener is still the trusted proxy.
+        assert_eq!(client_ip(Some(mapped), &xff("203.0.113.7"), &[nginx]), Some(client));
+        // A mapped trusted entry matches a plain IPv4 peer too.
+        assert_eq!(client_ip(Some(nginx), &xff("203.0.113.7"), &[mapped]), Some(client));
+        // Mapped hops and untrusted mapped peers come out as IPv4: one bucket.
+        assert_eq!(client_ip(Some(nginx), &xff("::ffff:203.0.113.7"), &[nginx]), Some(client));
+        let other: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+        assert_eq!(
+            client_ip(Some(other), &xff("203.0.113.7"), &[nginx]),
+            Some(other.to_canonical())
+        );
+        // Real IPv6 addresses are left alone.
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(client_ip(Some(v6), &HeaderMap::new(), &[nginx]), Some(v6));
     }
 }

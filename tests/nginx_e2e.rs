@@ -43,15 +43,18 @@ async fn stack(test: &str) -> Option<Stack> {
     let bin = nginx_or_skip(test)?;
     let url = support::redis::shared_redis_url();
     let prefix = support::redis::unique_prefix(test);
+    // As the README's deployment step 1 says: nginx on this host is the
+    // trusted proxy.
+    let trusted = ("server.trusted_proxies", json!(["127.0.0.1"]));
     let a = spawn_app(AppOptions {
         store: StoreChoice::Redis { url: url.clone(), prefix: prefix.clone() },
-        extra: vec![],
+        extra: vec![trusted.clone()],
         clock: None,
     })
     .await;
     let b = spawn_app(AppOptions {
         store: StoreChoice::Redis { url, prefix },
-        extra: vec![("wechat.api_base", json!(format!("http://{}", a.fake_addr)))],
+        extra: vec![trusted, ("wechat.api_base", json!(format!("http://{}", a.fake_addr)))],
         clock: None,
     })
     .await;
