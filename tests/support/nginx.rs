@@ -47,10 +47,14 @@ pub fn shipped_config() -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-/// Whether this run is CI (`CI` set to anything but "", "0" or "false"):
-/// there a missing tool is a failure, not a skip.
+/// Whether a missing tool must fail the test instead of skipping it: in CI
+/// (`CI`) and under the README test command (`WEAPP_TEST_STRICT`, which
+/// tests/run.sh exports after installing everything), either set to anything
+/// but "", "0" or "false".
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+    ["CI", "WEAPP_TEST_STRICT"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false")))
 }
 
 /// The nginx binary: `$NGINX`, else `/usr/sbin/nginx`, else `nginx` on PATH.
@@ -73,8 +77,8 @@ pub fn nginx_or_skip(test: &str) -> Option<PathBuf> {
     }
     assert!(
         !in_ci(),
-        "{test}: nginx is not installed, and CI is set: install the Debian package `nginx` \
-         (tests/run.sh does) instead of skipping"
+        "{test}: nginx is not installed, and CI or WEAPP_TEST_STRICT is set: install the \
+         Debian package `nginx` (tests/run.sh does) instead of skipping"
     );
     eprintln!(
         "{test}: SKIPPED: nginx not found (install the Debian package `nginx`, or set NGINX)"
