@@ -295,6 +295,8 @@ fn the_shipped_config_keeps_its_promises() {
         "location = /applet/session/login {",
         "limit_req zone=weapp_login burst=20 nodelay;",
         "location = /healthz {",
+        // Upstream failures are logged with the query string at "error".
+        "error_log /var/log/nginx/weapp-gateway.error.log crit;",
     ] {
         assert!(active.contains(expected), "nginx/weapp-gateway.conf lacks {expected:?}");
     }
@@ -528,6 +530,59 @@ async fn token_logins_are_rate_limited_by_nginx_with_an_envelope() {
     assert_eq!(s.get("/healthz", &[]).await.status, 200);
 }
 
+/// Session credentials, in headers and a query string, for requests that
+/// nginx cannot pass on: its error log (which names the failed request)
+/// must record none of them either.
+struct Probes {
+    code: String,
+    raw: String,
+    signature: String,
+    token: String,
+}
+
+impl Probes {
+    fn new(token: &str) -> Self {
+        Self {
+            code: "codeprobe0b7e41".to_owned(),
+            raw: encode_uri_component(&raw_data("rawprobe5c3d")),
+            signature: "sigprobe9a8f6e".to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// Requests carrying the probes, and a path with a query string of them.
+    fn requests(&self, https: &reqwest::Client, nginx: &Nginx) -> Vec<reqwest::RequestBuilder> {
+        let query = format!("/applet/session/me?code={}&signature={}", self.code, self.signature);
+        vec![
+            https.get(nginx.https_url("/applet/session/me")).header("X-WX-Skey", &self.token),
+            https
+                .get(nginx.https_url("/applet/session/me"))
+                .header("Authorization", format!("Bearer {}", self.token)),
+            https
+                .get(nginx.https_url("/applet/session/me"))
+                .header("X-WX-Code", &self.code)
+                .header("X-WX-RawData", &self.raw)
+                .header("X-WX-Signature", &self.signature),
+            https
+                .post(nginx.https_url("/applet/session/login"))
+                .json(&json!({"code": self.code, "signature": self.signature})),
+            https.get(nginx.https_url(&query)),
+            https.get(nginx.https_url("/healthz")),
+        ]
+    }
+
+    /// Panics when the access log or an error log holds a probe.
+    fn assert_not_in_logs(&self, nginx: &Nginx) {
+        let (access, errors) = (nginx.access_log(), nginx.error_logs());
+        for secret in
+            [&self.code, &self.raw, "rawprobe5c3d", &self.signature, &self.token, "Bearer"]
+        {
+            assert!(!access.contains(secret), "the access log contains {secret:?}:\n{access}");
+            assert!(!errors.contains(secret), "an error log contains {secret:?}:\n{errors}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_instance_down_clients_get_the_json_envelope() {
     let Some(mut s) = stack("nginx_all_down").await else { return };
@@ -535,13 +590,10 @@ async fn with_every_instance_down_clients_get_the_json_envelope() {
     s.stop_a().await;
     s.stop_b().await;
     let (nginx, https) = (&s.nginx, &s.https);
+    let probes = Probes::new(&token);
 
     for _ in 0..3 {
-        for request in [
-            https.get(nginx.https_url("/applet/session/me")).header("X-WX-Skey", &token),
-            https.post(nginx.https_url("/applet/session/login")).json(&json!({"code": "c"})),
-            https.get(nginx.https_url("/healthz")),
-        ] {
+        for request in probes.requests(https, nginx) {
             let reply = send(request).await;
             // No instance reachable is nginx's 502, and the error page keeps it.
             assert_eq!(reply.status, 502, "{}", reply.text);
@@ -550,5 +602,5 @@ async fn with_every_instance_down_clients_get_the_json_envelope() {
     }
     let log = nginx.access_log();
     assert!(log.contains(" 502 "), "access log:\n{log}");
-    assert!(!log.contains(&token), "access log:\n{log}");
+    probes.assert_not_in_logs(nginx);
 }
