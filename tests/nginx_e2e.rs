@@ -13,6 +13,8 @@ mod support;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION};
@@ -20,7 +22,9 @@ use serde_json::{Value, json};
 use support::app::{
     AppOptions, StoreChoice, TestApp, encode_uri_component, raw_data, sign, spawn_app,
 };
-use support::nginx::{Nginx, Prefix, nginx_or_skip, shipped_config, test_cert, with_test_files};
+use support::nginx::{
+    Nginx, Prefix, nginx_or_skip, replace_all, shipped_config, test_cert, with_test_files,
+};
 use weapp_gateway::wechat::{FakeWeChat, Faults};
 
 /// The envelope's magic key.
@@ -287,7 +291,8 @@ fn the_shipped_config_keeps_its_promises() {
         "proxy_set_header X-Forwarded-Proto $scheme;",
         "proxy_set_header Host $host;",
         "proxy_connect_timeout 2s;",
-        "proxy_read_timeout 10s;",
+        // Only unreachable instances are retried (see the 504 test).
+        "proxy_next_upstream error;",
         "keepalive 32;",
         "client_max_body_size 1m;",
         "add_header Strict-Transport-Security \"max-age=63072000\" always;",
@@ -303,6 +308,28 @@ fn the_shipped_config_keeps_its_promises() {
     // Upstream errors are never intercepted: the gateway's envelopes pass.
     assert!(!active.contains("proxy_intercept_errors on"));
     assert!(!active.contains("ssl_protocols TLSv1 ") && !active.contains("TLSv1.1"));
+    // A POST that reached an instance is never re-sent.
+    assert!(!active.contains("non_idempotent"));
+
+    // The read timeout outlasts the gateway's slowest legitimate answer:
+    // two WeChat calls (wechat.timeout 5s each) and a Redis and a MongoDB
+    // operation (2s each), i.e. 14s.
+    let read_timeout = directive(&active, "proxy_read_timeout");
+    let seconds: u64 = read_timeout
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("proxy_read_timeout {read_timeout:?}: write it in seconds"));
+    assert!(seconds >= 15, "proxy_read_timeout {seconds}s is shorter than the gateway's bound");
+}
+
+/// The value of the one active `name value;` line in `active`.
+fn directive<'a>(active: &'a str, name: &str) -> &'a str {
+    let values: Vec<&str> = active
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(name)?.strip_prefix(' ')?.trim().strip_suffix(';'))
+        .collect();
+    assert_eq!(values.len(), 1, "expected one {name} line, found {values:?}");
+    values[0].trim()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,4 +630,67 @@ async fn with_every_instance_down_clients_get_the_json_envelope() {
     let log = nginx.access_log();
     assert!(log.contains(" 502 "), "access log:\n{log}");
     probes.assert_not_in_logs(nginx);
+}
+
+/// Upstreams that accept connections and never answer; counts them.
+struct SilentUpstreams {
+    addrs: [SocketAddr; 2],
+    accepted: Arc<AtomicUsize>,
+}
+
+async fn silent_upstreams() -> SilentUpstreams {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addrs.push(listener.local_addr().expect("addr"));
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            // Held open, never read from or answered, until the test ends.
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+    }
+    SilentUpstreams { addrs: [addrs[0], addrs[1]], accepted }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_instance_gets_a_504_envelope_and_is_not_asked_twice() {
+    let Some(bin) = nginx_or_skip("nginx_504") else { return };
+    let upstreams = silent_upstreams().await;
+    let addrs = upstreams.addrs;
+    // The shipped config with a 1 s read timeout instead of the shipped one.
+    let nginx = tokio::task::spawn_blocking(move || {
+        Nginx::start_with(&bin, addrs, |site| {
+            replace_all(&site, "proxy_read_timeout 30s;", "proxy_read_timeout 1s;")
+        })
+    })
+    .await
+    .expect("start nginx");
+    let https = nginx.client();
+    let probes = Probes::new("tokenprobe4f0c2d");
+
+    // Three requests: at most two per instance, below max_fails=3, so both
+    // stay "up" and every request does reach one of them.
+    let requests = probes.requests(&https, &nginx);
+    for request in requests.into_iter().skip(2).take(3) {
+        let before = upstreams.accepted.load(Ordering::SeqCst);
+        let started = Instant::now();
+        let reply = send(request).await;
+        assert_eq!(reply.status, 504, "{}", reply.text);
+        assert_eq!(reply.envelope_reason(), "ERR_GATEWAY_UNAVAILABLE");
+        assert_eq!(reply.json()[MAGIC], json!(1));
+        // Not re-sent to the other instance after the timeout: one
+        // connection per request (with "timeout" in proxy_next_upstream,
+        // a compat first request would spend its code twice).
+        let asked = upstreams.accepted.load(Ordering::SeqCst) - before;
+        assert_eq!(asked, 1, "the request reached {asked} instances");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+    let log = access_log_with(&nginx, 3).await;
+    assert_eq!(log.matches(" 504 ").count(), 3, "access log:\n{log}");
+    probes.assert_not_in_logs(&nginx);
 }

@@ -142,7 +142,7 @@ pub struct Substitutions {
 
 /// Replace every `from` in `text` with `to`; panics when there is none (the
 /// shipped config changed shape: update this file with it).
-fn replace_all(text: &str, from: &str, to: &str) -> String {
+pub fn replace_all(text: &str, from: &str, to: &str) -> String {
     assert!(
         text.contains(from),
         "nginx/weapp-gateway.conf no longer contains {from:?}: update tests/support/nginx.rs"
@@ -341,6 +341,17 @@ impl Nginx {
     /// Start nginx with the shipped config in front of `upstreams`, and wait
     /// until it completes a TLS handshake.
     pub fn start(nginx: &Path, upstreams: [SocketAddr; 2]) -> Nginx {
+        Self::start_with(nginx, upstreams, |site| site)
+    }
+
+    /// [`Nginx::start`], with `edit` applied to the rendered site config
+    /// (e.g. a shorter timeout; use [`replace_all`] so an edit that finds
+    /// nothing fails).
+    pub fn start_with(
+        nginx: &Path,
+        upstreams: [SocketAddr; 2],
+        edit: impl Fn(String) -> String,
+    ) -> Nginx {
         let cert = test_cert();
         let shipped = shipped_config();
         let mut last_error = String::new();
@@ -357,7 +368,7 @@ impl Nginx {
                 .find(|&p| p != http_port)
                 .expect("two distinct free ports");
             let prefix = Prefix::write(&dir, &cert, http_port, https_port, upstreams, |s| {
-                render_site(&shipped, s)
+                edit(render_site(&shipped, s))
             });
             let mut args = vec!["-g".to_owned(), "daemon off;".to_owned()];
             args.extend(prefix.args());
