@@ -261,7 +261,11 @@ impl Prefix {
         let main_error_log = dir.join("logs/error.log");
         let tmp = dir.join("tmp");
         // Like Debian's /etc/nginx/nginx.conf: mime.types and a permissive
-        // http-level ssl_protocols, which the site must override.
+        // http-level ssl_protocols, which the site must override. This does
+        // not mask the shipped server-level setting: the site's 443 server
+        // is the only (so the default) server on its port, whose
+        // ssl_protocols nginx applies; the handshake test in
+        // tests/nginx_e2e.rs shows TLS 1.1 is refused with this http level.
         let mime = Path::new("/etc/nginx/mime.types");
         let mut lines = Vec::new();
         if running_as_root() {
@@ -443,6 +447,61 @@ impl Nginx {
     pub fn site_config(&self) -> String {
         read_or_empty(&self.prefix.site)
     }
+
+    /// A TLS handshake with the HTTPS port offering only `version` (rustls:
+    /// TLS 1.2 or 1.3); the negotiated version, or why it failed.
+    pub fn handshake(
+        &self,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> Result<rustls::ProtocolVersion, String> {
+        tls_handshake_with(self.https_port, &self.cert.ca_der, &[version])
+    }
+
+    /// `openssl s_client` offering only the protocol `flag` (e.g. "-tls1_1")
+    /// to the HTTPS port, with every cipher and security level 0 on the
+    /// client side, so only the server can refuse. `None` (after printing a
+    /// note) when there is no `openssl` binary; else whether the handshake
+    /// completed, with s_client's output.
+    pub fn openssl_handshake(&self, flag: &str) -> Option<(bool, String)> {
+        openssl_handshake(self.https_port, flag)
+    }
+}
+
+/// See [`Nginx::openssl_handshake`].
+pub fn openssl_handshake(port: u16, flag: &str) -> Option<(bool, String)> {
+    let openssl = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("openssl")).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin/openssl")])
+        .find(|p| p.is_file());
+    let Some(openssl) = openssl else {
+        eprintln!("NOTE: no `openssl` binary: the {flag} handshake check is skipped");
+        return None;
+    };
+    let mut child = Command::new(openssl)
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), flag])
+        .args(["-servername", SERVER_NAME, "-cipher", "ALL:@SECLEVEL=0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().expect("wait for openssl").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("openssl output");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // s_client exits 0 after a completed handshake (stdin at EOF), 1 when
+    // the handshake fails; a completed one prints the negotiated protocol.
+    let completed = out.status.success() && text.contains("Protocol");
+    Some((completed, text))
 }
 
 impl Drop for Nginx {
@@ -477,12 +536,21 @@ fn wait_for_tls(process: &Guarded, port: u16, ca: &CertificateDer<'static>) -> R
 
 /// One TLS handshake with 127.0.0.1:`port`, as `localhost`, trusting only `ca`.
 fn tls_handshake(port: u16, ca: &CertificateDer<'static>) -> Result<(), String> {
+    tls_handshake_with(port, ca, rustls::DEFAULT_VERSIONS).map(|_| ())
+}
+
+/// [`tls_handshake`] offering only `versions`; the negotiated version.
+pub fn tls_handshake_with(
+    port: u16,
+    ca: &CertificateDer<'static>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ProtocolVersion, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).map_err(|e| format!("CA: {e}"))?;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(versions)
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
@@ -501,5 +569,5 @@ fn tls_handshake(port: u16, ca: &CertificateDer<'static>) -> Result<(), String> 
             Err(e) => return Err(format!("handshake: {e}")),
         }
     }
-    Ok(())
+    tls.protocol_version().ok_or_else(|| "no protocol version after the handshake".to_owned())
 }
