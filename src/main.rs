@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use weapp_gateway::config::{Config, LogFormat};
 use weapp_gateway::server::{Application, shutdown_signal};
+use weapp_gateway::tls::ReloadableCert;
 use weapp_gateway::wechat::FakeWeChat;
 
 /// The session gateway for WeChat mini-program backends.
@@ -58,17 +59,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
-        Command::CheckConfig => match Config::load(cli.config.as_deref()) {
-            Ok(config) => {
-                println!("{config:#?}");
-                println!("config OK");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig => check_config(cli.config),
         Command::FakeWechat { listen, appid, secret } => {
             init_logging(LogFormat::Text);
             let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -89,6 +80,28 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `check-config`: load and validate the configuration, and read the
+/// `[server.tls]` certificate and key as `serve` would, so a bad PEM file is
+/// found before a restart. Exit code 2 on any error.
+fn check_config(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config_path.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(tls) = &config.server.tls
+        && let Err(e) = ReloadableCert::load(tls)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    println!("{config:#?}");
+    println!("config OK");
+    ExitCode::SUCCESS
 }
 
 async fn serve(config_path: Option<PathBuf>) -> ExitCode {

@@ -1,9 +1,11 @@
 //! The `weapp-gateway` binary: check-config, dev mode end to end through the
-//! embedded fake WeChat, graceful shutdown on SIGTERM.
+//! embedded fake WeChat, graceful shutdown on SIGTERM, start-up errors for
+//! bad certificates.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -164,4 +166,95 @@ async fn fake_wechat_runs_standalone() {
     assert_eq!(second["errcode"], 40163);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A certificate and key (PEM) for localhost, written into `dir`.
+fn good_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// The gateway binary with `[server.tls]` at `cert`/`key` (and no embedded
+/// fake WeChat, which TLS excludes).
+fn with_tls(cert: &Path, key: &Path) -> Command {
+    let mut cmd = gateway();
+    cmd.env("WEAPP__WECHAT__FAKE", "false")
+        .env("WEAPP__WECHAT__API_BASE", "http://127.0.0.1:9")
+        .env("WEAPP__SERVER__LISTEN", "127.0.0.1:0")
+        .env("WEAPP__SERVER__TLS__CERT", cert)
+        .env("WEAPP__SERVER__TLS__KEY", key)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Run `cmd` to its end (bounded): exit code and stderr.
+fn run(mut cmd: Command) -> (Option<i32>, String) {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("still running after 20 s (a bad certificate must stop the start)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn serve_with_a_bad_certificate_or_key_exits_1_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = good_cert(dir.path());
+    let garbage = dir.path().join("garbage-cert.pem");
+    std::fs::write(&garbage, "not a pem").unwrap();
+    let missing_key = dir.path().join("missing-key.pem");
+
+    let mut serve = with_tls(&garbage, &key);
+    serve.arg("serve");
+    let (code, stderr) = run(serve);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: server.tls.cert") && stderr.contains("garbage-cert.pem"),
+        "{stderr}"
+    );
+
+    let mut serve = with_tls(&cert, &missing_key);
+    serve.arg("serve");
+    let (code, stderr) = run(serve);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: server.tls.key") && stderr.contains("missing-key.pem"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_reads_the_tls_files_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = good_cert(dir.path());
+    let mut check = with_tls(&cert, &key);
+    check.arg("check-config");
+    let (code, stderr) = run(check);
+    assert_eq!(code, Some(0), "a good certificate must pass: {stderr}");
+
+    let garbage = dir.path().join("garbage-cert.pem");
+    std::fs::write(&garbage, "not a pem").unwrap();
+    let mut check = with_tls(&garbage, &key);
+    check.arg("check-config");
+    let (code, stderr) = run(check);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("server.tls.cert") && stderr.contains("garbage-cert.pem"), "{stderr}");
+
+    // A key that belongs to another certificate.
+    let other = tempfile::tempdir().unwrap();
+    let (_, other_key) = good_cert(other.path());
+    let mut check = with_tls(&cert, &other_key);
+    check.arg("check-config");
+    let (code, stderr) = run(check);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("server.tls.key") && stderr.contains("does not belong"), "{stderr}");
 }

@@ -128,6 +128,9 @@ async fn bad_or_missing_certificates_fail_at_start_with_a_clear_message() {
     let missing = dir.path().join("nope.pem");
     let e = build_error(json!({"cert": missing, "key": k})).await;
     assert!(e.contains("server.tls.cert") && e.contains("nope.pem"), "{e}");
+    let missing_key = dir.path().join("nope-key.pem");
+    let e = build_error(json!({"cert": c, "key": missing_key})).await;
+    assert!(e.contains("server.tls.key") && e.contains("nope-key.pem"), "{e}");
 
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a pem").unwrap();
