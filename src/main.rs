@@ -105,6 +105,15 @@ fn check_config(config_path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    // Under systemd (Type=exec) `systemctl reload` may send SIGHUP as soon as
+    // the process runs, before the server installs its reload handler; the
+    // default action would kill it. Registering with tokio once keeps a
+    // handler in place for the rest of the process (tokio never restores the
+    // default), so an early HUP is dropped instead.
+    #[cfg(unix)]
+    if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        eprintln!("warning: cannot handle SIGHUP: {e}");
+    }
     let config = match Config::load(config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => {

@@ -1,12 +1,13 @@
 //! The `weapp-gateway` binary: check-config, dev mode end to end through the
-//! embedded fake WeChat, graceful shutdown on SIGTERM, start-up errors for
-//! bad certificates.
+//! embedded fake WeChat, graceful shutdown on SIGTERM, SIGHUP without TLS,
+//! start-up errors for bad certificates.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -166,6 +167,93 @@ async fn fake_wechat_runs_standalone() {
     assert_eq!(second["errcode"], 40163);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Send `signal` (e.g. "-HUP") to `child` with kill(1).
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill {signal} failed");
+}
+
+/// A gateway process, killed (and reaped) on drop, also when a test panics.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `serve` on a free port with its stdout lines sent to the receiver;
+/// returns once it logged its address.
+fn serve_logging(cmd: &mut Command) -> (Running, String, Receiver<String>) {
+    let mut child = Running(
+        cmd.arg("serve")
+            .env("WEAPP__SERVER__LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("the gateway logged no listening line");
+        if let Some(rest) = line.split("weapp-gateway listening addr=").nth(1) {
+            return (child, rest.trim().to_owned(), rx);
+        }
+    }
+}
+
+#[tokio::test]
+async fn sighup_without_tls_neither_stops_nor_disturbs_the_gateway() {
+    let (mut running, addr, lines) = serve_logging(&mut gateway());
+    let child = &mut running.0;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let healthz = format!("http://{addr}/healthz");
+
+    // At once (as `systemctl reload` right after start would), and again
+    // once it is serving.
+    signal(child, "-HUP");
+    assert_eq!(http.get(&healthz).send().await.expect("serving after a HUP").status(), 200);
+    signal(child, "-HUP");
+
+    // The server's handler saw it (not just "the signal was ignored").
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("SIGHUP") => break,
+            Ok(_) => {}
+            Err(_) => panic!("no SIGHUP log line; exit status {:?}", child.try_wait()),
+        }
+    }
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP stopped the gateway");
+    for _ in 0..3 {
+        assert_eq!(http.get(&healthz).send().await.expect("still serving").status(), 200);
+    }
+
+    // And it still shuts down cleanly.
+    signal(child, "-TERM");
+    let started = Instant::now();
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.success(), "exit status {exit}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A certificate and key (PEM) for localhost, written into `dir`.
