@@ -43,6 +43,26 @@ async fn checkin(
     app.post("/applet/pk/checkin", &[user.auth()], &body).await
 }
 
+/// A 400 `ERR_INVALID_REQUEST` envelope whose message contains `message`.
+fn assert_invalid(a: &support::app::Answer, message: &str) {
+    assert_eq!((a.status, a.reason()), (400, Some("ERR_INVALID_REQUEST")), "{a:?}");
+    assert_eq!(a.body["error"]["name"], "SessionError", "{a:?}");
+    let text = a.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(text.contains(message), "{message:?} not in {a:?}");
+}
+
+/// The app options of every data backend: MongoDB and memory, each with the
+/// board cache and without it (then ranks come from the store's rank_of).
+fn every_backend(test: &str) -> Vec<AppOptions> {
+    let nocache = format!("{test}_nocache");
+    vec![
+        AppOptions::redis(test).mongo(test),
+        AppOptions::redis(test).mongo(&nocache).with("pk.board_cache_ttl", "0s"),
+        AppOptions::redis(test),
+        AppOptions::redis(test).with("pk.board_cache_ttl", "0s"),
+    ]
+}
+
 #[tokio::test]
 async fn members_check_in_and_see_an_isolated_daily_ranking() {
     let at = Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap(); // 12:00 Shanghai
@@ -178,14 +198,17 @@ async fn non_members_are_refused_and_steps_come_only_from_werun() {
             .await;
         assert_eq!((r.status, r.reason()), (400, Some("ERR_INVALID_REQUEST")), "{bad}");
     }
+    // An empty WeRun list (for a proven group) has no entry for today.
     let none = app
         .post(
             "/applet/pk/checkin",
             &[clock_user.auth()],
-            &json!({"werun": clock_user.encrypt(werun(&[]))}),
+            &json!({"openGId": "G_private", "werun": clock_user.encrypt(werun(&[]))}),
         )
         .await;
-    assert_eq!((none.status, none.reason()), (400, Some("ERR_INVALID_REQUEST")));
+    assert_invalid(&none, "the WeRun data has no entry for today (2026-11-22)");
+    let r = app.get("/applet/pk/groups/G_private/ranking", &[clock_user.auth()]).await;
+    assert_eq!(r.body["me"]["steps"], 500, "nothing was recorded");
     let anon = app.get("/applet/pk/groups", &[]).await;
     assert_eq!((anon.status, anon.reason()), (401, Some("ERR_NOT_LOGGED_IN")));
 }
@@ -264,4 +287,103 @@ async fn a_check_in_on_one_instance_reaches_another_s_ranking_within_the_board_t
         assert!(started.elapsed() < std::time::Duration::from_secs(3), "bob never showed on a");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn me_is_there_below_the_ranking_limit_and_participants_count_everyone() {
+    let at = Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap();
+    let today = shanghai_midnight(2026, 11, 22);
+    for options in every_backend("pk_limit") {
+        let (clock, now) = manual_clock(at);
+        let app = spawn_app(options.with("pk.ranking_limit", 2).clock(clock)).await;
+        let top = app.user("o_top_lim", "top").await;
+        let second = app.user("o_second_lim", "second").await;
+        // zz reaches 100 first, aa later: below the limit the tie still
+        // goes to who reached the count first, not to the openid.
+        let zz = app.user("o_zz_lim", "zz").await;
+        let aa = app.user("o_aa_lim", "aa").await;
+        for (i, (user, steps)) in
+            [(&top, 400), (&second, 300), (&zz, 100), (&aa, 100)].into_iter().enumerate()
+        {
+            *now.lock().unwrap() = at + chrono::Duration::minutes(i as i64);
+            let a = checkin(&app, user, Some("G_lim"), (today, steps)).await;
+            assert_eq!(a.status, 200, "{:?}", a.body);
+        }
+        let r = app.get("/applet/pk/groups/G_lim/ranking", &[aa.auth()]).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let entries = r.body["entries"].as_array().unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e["nickName"].as_str().unwrap()).collect();
+        assert_eq!(names, ["top", "second"], "only the top pk.ranking_limit");
+        assert!(entries.iter().all(|e| e["isMe"] == false), "{:?}", r.body);
+        assert_eq!(
+            r.body["me"],
+            json!({"rank": 4, "nickName": "aa", "avatarUrl": "https://img.example/aa.png", "steps": 100, "isMe": true})
+        );
+        assert_eq!(r.body["participants"], 4, "everyone who checked in, not only the top");
+        let r = app.get("/applet/pk/groups/G_lim/ranking", &[zz.auth()]).await;
+        assert_eq!(
+            (r.body["me"]["rank"].as_u64(), r.body["participants"].as_u64()),
+            (Some(3), Some(4))
+        );
+        let g = app.get("/applet/pk/groups", &[aa.auth()]).await;
+        assert_eq!(
+            g.body["groups"],
+            json!([{"openGId": "G_lim", "rank": 4, "steps": 100, "participants": 4}])
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_open_gids_and_incomplete_open_data_are_400() {
+    let (clock, _) = manual_clock(Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap());
+    let app = spawn_app(AppOptions::redis("pk_bad").mongo("pk_bad").clock(clock)).await;
+    let today = shanghai_midnight(2026, 11, 22);
+    let user = app.user("o_bad_input", "b").await;
+    let a = checkin(&app, &user, Some("G_ok"), (today, 10)).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let post = |body: Value| {
+        let (app, user) = (&app, &user);
+        async move { app.post("/applet/pk/checkin", &[user.auth()], &body).await }
+    };
+    let werun_ok = || user.encrypt(werun(&[(today, 20)]));
+
+    // In the path.
+    let long = "g".repeat(129);
+    for gid in [long.as_str(), "a%20b", "%E7%BE%A4", "tab%09"] {
+        let r = app.get(&format!("/applet/pk/groups/{gid}/ranking"), &[user.auth()]).await;
+        assert_invalid(&r, "openGId is malformed");
+    }
+    // In the body, instead of a share.
+    for gid in ["", "a b", "群", long.as_str()] {
+        let a = post(json!({"openGId": gid, "werun": werun_ok()})).await;
+        assert_invalid(&a, "openGId is malformed");
+    }
+    // Inside the decrypted share info.
+    for gid in ["", "a b", long.as_str()] {
+        let share = user.encrypt(json!({"openGId": gid}));
+        let a = post(json!({"share": share, "werun": werun_ok()})).await;
+        assert_invalid(&a, "openGId is malformed");
+    }
+    // Share info without an openGId (or not a string).
+    for info in [json!({"shareTicket": "x"}), json!({"openGId": 42}), json!({"openGId": null})] {
+        let a = post(json!({"share": user.encrypt(info.clone()), "werun": werun_ok()})).await;
+        assert_invalid(&a, "the share info has no openGId");
+    }
+    // WeRun data without a stepInfoList (or not a list).
+    for data in [json!({"steps": 99_999}), json!({"stepInfoList": {"step": 1}})] {
+        let a = post(json!({"openGId": "G_ok", "werun": user.encrypt(data.clone())})).await;
+        assert_invalid(&a, "the WeRun data has no stepInfoList");
+    }
+    // Neither a share nor a proven group.
+    let a = post(json!({"werun": werun_ok()})).await;
+    assert_invalid(&a, "send `share` (the encrypted share info) or an already joined `openGId`");
+
+    // None of it touched the record or the memberships.
+    let r = app.get("/applet/pk/groups/G_ok/ranking", &[user.auth()]).await;
+    assert_eq!(
+        (r.body["me"]["steps"].as_u64(), r.body["participants"].as_u64()),
+        (Some(10), Some(1))
+    );
+    let g = app.get("/applet/pk/groups", &[user.auth()]).await;
+    assert_eq!(g.body["groups"].as_array().map(Vec::len), Some(1), "{:?}", g.body);
 }
