@@ -102,7 +102,7 @@ async fn every_op_is_unavailable(s: &Stores, some_id: &str) -> Duration {
         check("pk init", s.pk.init(7)),
         check("add_membership", s.pk.add_membership("g1", "alice")),
         check("is_member", s.pk.is_member("g1", "alice")),
-        check("memberships", s.pk.memberships("alice")),
+        check("memberships", s.pk.memberships("alice", 10)),
         check("upsert_steps", s.pk.upsert_steps(&c5)),
         check("upsert_steps", s.pk.upsert_steps(&c200)),
         check("ranking", s.pk.ranking("g1", day, 10)),

@@ -387,3 +387,45 @@ async fn malformed_open_gids_and_incomplete_open_data_are_400() {
     let g = app.get("/applet/pk/groups", &[user.auth()]).await;
     assert_eq!(g.body["groups"].as_array().map(Vec::len), Some(1), "{:?}", g.body);
 }
+
+#[tokio::test]
+async fn groups_lists_the_200_newest_joins_newest_first() {
+    let at = Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap();
+    let today = shanghai_midnight(2026, 11, 22);
+    for options in [AppOptions::redis("pk_many").mongo("pk_many"), AppOptions::redis("pk_many")] {
+        let (clock, _) = manual_clock(at);
+        let app = spawn_app(options.clock(clock)).await;
+        let user = app.user("o_joiner", "j").await;
+        let join = |gid: String| {
+            let (app, user) = (&app, &user);
+            async move {
+                let a = checkin(app, user, Some(&gid), (today, 1)).await;
+                assert_eq!(a.status, 200, "{gid}: {:?}", a.body);
+            }
+        };
+        // The oldest join, then 199 more, then the newest (joins are timed
+        // to the millisecond: the first and last stand apart).
+        join("G_first".into()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        for chunk in (0..199).collect::<Vec<_>>().chunks(20) {
+            futures_util::future::join_all(chunk.iter().map(|i| join(format!("G_{i:03}")))).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        join("G_last".into()).await;
+
+        let g = app.get("/applet/pk/groups", &[user.auth()]).await;
+        assert_eq!(g.status, 200, "{:?}", g.body);
+        let gids: Vec<&str> = g.body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["openGId"].as_str().unwrap())
+            .collect();
+        assert_eq!(gids.len(), 200);
+        assert_eq!(gids[0], "G_last", "the newest join comes first");
+        assert!(!gids.contains(&"G_first"), "the oldest of 201 joins is the one left out");
+        // The oldest one is still a membership: its ranking is readable.
+        let r = app.get("/applet/pk/groups/G_first/ranking", &[user.auth()]).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+}

@@ -74,10 +74,10 @@ fn openids(records: &[StepRecord]) -> Vec<&str> {
 
 async fn memberships_are_idempotent(store: Store) {
     assert!(!store.is_member("g1", "alice").await.unwrap());
-    assert!(store.memberships("alice").await.unwrap().is_empty());
+    assert!(store.memberships("alice", 10).await.unwrap().is_empty());
 
     store.add_membership("g1", "alice").await.unwrap();
-    let first = store.memberships("alice").await.unwrap();
+    let first = store.memberships("alice", 10).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].open_gid, "g1");
     assert_eq!(first[0].openid, "alice");
@@ -85,7 +85,7 @@ async fn memberships_are_idempotent(store: Store) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     store.add_membership("g1", "alice").await.unwrap();
     assert_eq!(
-        store.memberships("alice").await.unwrap(),
+        store.memberships("alice", 10).await.unwrap(),
         first,
         "joining again changes nothing (joined_at stays the first time)"
     );
@@ -99,12 +99,30 @@ async fn memberships_are_idempotent(store: Store) {
     assert!(!store.is_member("g3", "alice").await.unwrap());
 
     let mut groups: Vec<String> =
-        store.memberships("alice").await.unwrap().into_iter().map(|m| m.open_gid).collect();
+        store.memberships("alice", 10).await.unwrap().into_iter().map(|m| m.open_gid).collect();
     groups.sort();
     assert_eq!(groups, ["g1", "g2"]);
-    let bobs = store.memberships("bob").await.unwrap();
+    let bobs = store.memberships("bob", 10).await.unwrap();
     assert_eq!(bobs.len(), 1);
     assert_eq!(bobs[0].open_gid, "g1");
+}
+
+async fn memberships_are_the_newest_joins_first(store: Store) {
+    for gid in ["g-old", "g-mid", "g-new"] {
+        store.add_membership(gid, "alice").await.unwrap();
+        // Joins a millisecond apart at least (times are kept to the ms).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    store.add_membership("g-other", "bob").await.unwrap();
+    let gids = |ms: Vec<weapp_gateway::pk::Membership>| -> Vec<String> {
+        ms.into_iter().map(|m| m.open_gid).collect()
+    };
+    assert_eq!(gids(store.memberships("alice", 10).await.unwrap()), ["g-new", "g-mid", "g-old"]);
+    assert_eq!(gids(store.memberships("alice", 2).await.unwrap()), ["g-new", "g-mid"]);
+    assert!(store.memberships("alice", 0).await.unwrap().is_empty());
+    // Joining an old group again does not make it new.
+    store.add_membership("g-old", "alice").await.unwrap();
+    assert_eq!(gids(store.memberships("alice", 1).await.unwrap()), ["g-new"]);
 }
 
 async fn concurrent_joins_all_succeed(store: Store) {
@@ -115,7 +133,7 @@ async fn concurrent_joins_all_succeed(store: Store) {
     for join in joins.collect::<Vec<_>>() {
         join.await.unwrap().unwrap();
     }
-    assert_eq!(store.memberships("carol").await.unwrap().len(), 1);
+    assert_eq!(store.memberships("carol", 10).await.unwrap().len(), 1);
 }
 
 async fn upsert_creates_a_record(store: Store) {
@@ -350,6 +368,7 @@ macro_rules! contract {
 
 contract!(
     memberships_are_idempotent,
+    memberships_are_the_newest_joins_first,
     concurrent_joins_all_succeed,
     upsert_creates_a_record,
     times_are_kept_to_the_millisecond,

@@ -104,8 +104,8 @@ impl<S: PkStore> PkStore for CachedPkStore<S> {
         Ok(member)
     }
 
-    async fn memberships(&self, openid: &str) -> Result<Vec<Membership>, DataError> {
-        self.inner.memberships(openid).await
+    async fn memberships(&self, openid: &str, limit: u32) -> Result<Vec<Membership>, DataError> {
+        self.inner.memberships(openid, limit).await
     }
 
     async fn upsert_steps(&self, checkin: &StepCheckin) -> Result<StepRecord, DataError> {
@@ -180,8 +180,8 @@ mod tests {
             self.loads.fetch_add(1_000, Ordering::SeqCst);
             self.store.is_member(g, o).await
         }
-        async fn memberships(&self, o: &str) -> Result<Vec<Membership>, DataError> {
-            self.store.memberships(o).await
+        async fn memberships(&self, o: &str, l: u32) -> Result<Vec<Membership>, DataError> {
+            self.store.memberships(o, l).await
         }
         async fn upsert_steps(&self, c: &StepCheckin) -> Result<StepRecord, DataError> {
             self.store.upsert_steps(c).await

@@ -64,10 +64,11 @@ impl PkStore for MemoryPkStore {
         Ok(self.lock().members.contains_key(&(open_gid.to_owned(), openid.to_owned())))
     }
 
-    async fn memberships(&self, openid: &str) -> Result<Vec<Membership>, DataError> {
+    async fn memberships(&self, openid: &str, limit: u32) -> Result<Vec<Membership>, DataError> {
         let mut out: Vec<Membership> =
             self.lock().members.values().filter(|m| m.openid == openid).cloned().collect();
-        out.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then_with(|| a.open_gid.cmp(&b.open_gid)));
+        out.sort_by(|a, b| b.joined_at.cmp(&a.joined_at).then_with(|| a.open_gid.cmp(&b.open_gid)));
+        out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(out)
     }
 

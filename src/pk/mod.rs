@@ -27,8 +27,9 @@ pub trait PkStore: Send + Sync + 'static {
     /// Whether `openid` has proven membership of `open_gid`.
     async fn is_member(&self, open_gid: &str, openid: &str) -> Result<bool, DataError>;
 
-    /// The groups `openid` has joined.
-    async fn memberships(&self, openid: &str) -> Result<Vec<Membership>, DataError>;
+    /// The `limit` groups `openid` joined most recently, newest first (ties
+    /// in `joined_at` by `open_gid`).
+    async fn memberships(&self, openid: &str, limit: u32) -> Result<Vec<Membership>, DataError>;
 
     /// Upsert the (open_gid, date, openid) record. Steps only go up within a
     /// day: a lower count than stored leaves steps and `reached_at` alone (the

@@ -257,13 +257,19 @@ impl PkStore for MongoPkStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, level = "debug")]
-    async fn memberships(&self, openid: &str) -> Result<Vec<Membership>, DataError> {
+    #[tracing::instrument(skip(self, openid), level = "debug")]
+    async fn memberships(&self, openid: &str, limit: u32) -> Result<Vec<Membership>, DataError> {
+        if limit == 0 {
+            // MongoDB reads a limit of 0 as "no limit".
+            return Ok(Vec::new());
+        }
         self.run("memberships", async {
+            // Walks `pk_members_by_openid` backwards: the newest joins first.
             let docs: Vec<Document> = self
                 .members
                 .find(doc! { "openid": openid })
-                .sort(doc! { "joined_at": 1, "open_gid": 1 })
+                .sort(doc! { "joined_at": -1, "open_gid": 1 })
+                .limit(i64::from(limit))
                 .await
                 .map_err(|e| unavailable("memberships", &e))?
                 .try_collect()

@@ -14,8 +14,8 @@ use crate::error::{AppError, AppJson, AppPath, AppQuery};
 use crate::open_data::{Encrypted, profile};
 use crate::session::WxSession;
 
-/// Most groups `GET {base}/pk/groups` lists.
-const MAX_GROUPS: usize = 200;
+/// Most groups `GET {base}/pk/groups` lists (the most recently joined).
+pub const MAX_GROUPS: u32 = 200;
 
 /// `YYYY-MM-DD` of `at` in `tz`.
 pub fn date_in(tz: Tz, at: DateTime<Utc>) -> String {
@@ -199,7 +199,8 @@ pub async fn ranking(
     Ok(Json(ranking_of(&state, &gid, &date, session.openid()).await?))
 }
 
-/// `GET {base}/pk/groups`: the caller's groups with their rank today.
+/// `GET {base}/pk/groups`: the caller's [`MAX_GROUPS`] most recently joined
+/// groups, newest first, with their rank today.
 #[tracing::instrument(skip_all)]
 pub async fn groups(
     State(state): State<AppState>,
@@ -207,7 +208,7 @@ pub async fn groups(
 ) -> Result<Json<Value>, AppError> {
     let today = date_in(state.pk_tz, state.clock.now());
     let mut groups = Vec::new();
-    for m in state.pk.memberships(session.openid()).await?.into_iter().take(MAX_GROUPS) {
+    for m in state.pk.memberships(session.openid(), MAX_GROUPS).await? {
         let mine = state.pk.rank_of(&m.open_gid, &today, session.openid()).await?;
         let participants = state.pk.participants(&m.open_gid, &today).await?;
         groups.push(GroupRank {
