@@ -193,3 +193,20 @@ async fn stores_start_without_mongodb_and_work_once_it_appears() {
     stores.pk.add_membership("g1", "alice").await.unwrap();
     assert!(stores.pk.is_member("g1", "alice").await.unwrap());
 }
+
+#[test]
+fn the_test_servers_python_follows_secantus_venv_as_run_sh_exports_it() {
+    use std::path::PathBuf;
+    use support::mongo::python_for;
+    let venv = [("SECANTUS_VENV", "/opt/secantus"), ("HOME", "/home/ci")];
+    assert_eq!(python_for(&venv), PathBuf::from("/opt/secantus/bin/python"));
+    let both = [("SECANTUS_PYTHON", "/usr/bin/python3.12"), ("SECANTUS_VENV", "/opt/secantus")];
+    assert_eq!(python_for(&both), PathBuf::from("/usr/bin/python3.12"), "SECANTUS_PYTHON wins");
+    let empty = [("SECANTUS_PYTHON", ""), ("SECANTUS_VENV", "/opt/secantus")];
+    assert_eq!(python_for(&empty), PathBuf::from("/opt/secantus/bin/python"));
+    let neither = [("HOME", "/home/ci")];
+    assert_eq!(
+        python_for(&neither),
+        PathBuf::from("/home/ci/.cache/secantusdb-0.7.0b3/bin/python")
+    );
+}

@@ -24,13 +24,29 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// What the server logs once it accepts connections.
 const LISTENING: &str = "listening on 127.0.0.1:";
 
-/// The Python that has SecantusDB installed (`SECANTUS_PYTHON` overrides).
+/// The Python that has SecantusDB installed: `SECANTUS_PYTHON`, else
+/// `$SECANTUS_VENV/bin/python` (what tests/run.sh exports), else the venv
+/// tests/run.sh installs by default.
 fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("SECANTUS_PYTHON") {
+    python_from(|name| std::env::var_os(name))
+}
+
+/// [`python`] over `var` (an empty value counts as unset).
+fn python_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    if let Some(python) = var("SECANTUS_PYTHON") {
         return python.into();
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    if let Some(venv) = var("SECANTUS_VENV") {
+        return Path::new(&venv).join("bin/python");
+    }
+    let home = var("HOME").unwrap_or_else(|| "/root".into());
     Path::new(&home).join(".cache/secantusdb-0.7.0b3/bin/python")
+}
+
+/// Which Python [`python`] picks for these variables (for tests of the support code).
+pub fn python_for(vars: &[(&str, &str)]) -> PathBuf {
+    python_from(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).into()))
 }
 
 /// A SecantusDB server on 127.0.0.1 with its own directory (`empty.toml`,
