@@ -656,6 +656,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's own large error
     fn numeric_looking_secrets_from_the_environment_stay_strings() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("WEAPP__NOTICES__ADMIN_TOKEN", "12345678901234567890");
