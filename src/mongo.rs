@@ -286,6 +286,18 @@ impl IndexesReady {
         self.0.load(Ordering::Acquire)
     }
 
+    /// Run one store operation: refused while not ready, then bounded by
+    /// `op_timeout` (see [`bounded`]).
+    pub async fn run<T>(
+        &self,
+        op_timeout: Duration,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, DataError>>,
+    ) -> Result<T, DataError> {
+        self.check(op)?;
+        bounded(op_timeout, op, fut).await
+    }
+
     /// `Ok` when ready, else [`DataError::Unavailable`] naming `op`.
     pub fn check(&self, op: &'static str) -> Result<(), DataError> {
         if self.is_ready() {

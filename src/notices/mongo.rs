@@ -1,7 +1,6 @@
 //! The MongoDB notice store: collection `notices` (fields and indexes in
 //! [`crate::mongo`]).
 
-use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,8 +16,7 @@ use super::memory::{parse_before, parse_id};
 use super::{AuthorChange, NewNotice, Notice, NoticePatch, NoticeState, NoticeStore, Visibility};
 use crate::data::DataError;
 use crate::mongo::{
-    IndexesReady, NOTICES, bounded, ensure_notice_indexes, from_bson_time, to_bson_time,
-    unavailable,
+    IndexesReady, NOTICES, ensure_notice_indexes, from_bson_time, to_bson_time, unavailable,
 };
 
 /// How often a conditional update re-reads after a concurrent change of the
@@ -104,16 +102,6 @@ impl MongoNoticeStore {
         Ok(())
     }
 
-    /// `op` bounded by `op_timeout`, refused while the indexes do not exist.
-    async fn run<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, DataError>>,
-    ) -> Result<T, DataError> {
-        self.ready.check(op)?;
-        bounded(self.op_timeout, op, fut).await
-    }
-
     /// Newest first, `filter`, strictly below `before`, then `skip`.
     async fn page(
         &self,
@@ -133,22 +121,23 @@ impl MongoNoticeStore {
         if let Some(before) = before {
             filter.insert("_id", doc! { "$lt": before });
         }
-        self.run(op, async {
-            let docs: Vec<Document> = self
-                .notices
-                .find(filter)
-                .sort(doc! { "_id": -1 })
-                // Past i64::MAX the driver cannot encode it; nothing is there.
-                .skip(skip.min(i64::MAX as u64))
-                .limit(i64::from(limit))
-                .await
-                .map_err(|e| unavailable(op, &e))?
-                .try_collect()
-                .await
-                .map_err(|e| unavailable(op, &e))?;
-            docs.into_iter().map(notice_from).collect()
-        })
-        .await
+        self.ready
+            .run(self.op_timeout, op, async {
+                let docs: Vec<Document> = self
+                    .notices
+                    .find(filter)
+                    .sort(doc! { "_id": -1 })
+                    // Past i64::MAX the driver cannot encode it; nothing is there.
+                    .skip(skip.min(i64::MAX as u64))
+                    .limit(i64::from(limit))
+                    .await
+                    .map_err(|e| unavailable(op, &e))?
+                    .try_collect()
+                    .await
+                    .map_err(|e| unavailable(op, &e))?;
+                docs.into_iter().map(notice_from).collect()
+            })
+            .await
     }
 
     async fn find(&self, op: &'static str, id: ObjectId) -> Result<Option<Notice>, DataError> {
@@ -264,43 +253,44 @@ impl MongoNoticeStore {
 impl NoticeStore for MongoNoticeStore {
     #[tracing::instrument(skip_all, level = "debug")]
     async fn insert(&self, notice: NewNotice) -> Result<Notice, DataError> {
-        self.run("insert notice", async {
-            let id = ObjectId::new();
-            let created_at = to_bson_time(notice.created_at);
-            let state = NoticeState::of(notice.visibility, false);
-            let document = doc! {
-                "_id": id,
-                "author_openid": &notice.author_openid,
-                "author_nick_name": &notice.author_nick_name,
-                "author_avatar_url": &notice.author_avatar_url,
-                "content": &notice.content,
-                "photos": &notice.photos,
-                "visibility": visibility_str(notice.visibility),
-                "banned": false,
-                "state": state_str(state),
-                "created_at": created_at,
-                "updated_at": created_at,
-            };
-            self.notices
-                .insert_one(document)
-                .await
-                .map_err(|e| unavailable("insert notice", &e))?;
-            let created_at = from_bson_time(created_at)?;
-            Ok(Notice {
-                id: id.to_hex(),
-                author_openid: notice.author_openid,
-                author_nick_name: notice.author_nick_name,
-                author_avatar_url: notice.author_avatar_url,
-                content: notice.content,
-                photos: notice.photos,
-                visibility: notice.visibility,
-                banned: false,
-                state,
-                created_at,
-                updated_at: created_at,
+        self.ready
+            .run(self.op_timeout, "insert notice", async {
+                let id = ObjectId::new();
+                let created_at = to_bson_time(notice.created_at);
+                let state = NoticeState::of(notice.visibility, false);
+                let document = doc! {
+                    "_id": id,
+                    "author_openid": &notice.author_openid,
+                    "author_nick_name": &notice.author_nick_name,
+                    "author_avatar_url": &notice.author_avatar_url,
+                    "content": &notice.content,
+                    "photos": &notice.photos,
+                    "visibility": visibility_str(notice.visibility),
+                    "banned": false,
+                    "state": state_str(state),
+                    "created_at": created_at,
+                    "updated_at": created_at,
+                };
+                self.notices
+                    .insert_one(document)
+                    .await
+                    .map_err(|e| unavailable("insert notice", &e))?;
+                let created_at = from_bson_time(created_at)?;
+                Ok(Notice {
+                    id: id.to_hex(),
+                    author_openid: notice.author_openid,
+                    author_nick_name: notice.author_nick_name,
+                    author_avatar_url: notice.author_avatar_url,
+                    content: notice.content,
+                    photos: notice.photos,
+                    visibility: notice.visibility,
+                    banned: false,
+                    state,
+                    created_at,
+                    updated_at: created_at,
+                })
             })
-        })
-        .await
+            .await
     }
 
     #[tracing::instrument(skip(self), level = "debug")]
@@ -308,7 +298,7 @@ impl NoticeStore for MongoNoticeStore {
         let Some(id) = parse_id(id) else {
             return Ok(None);
         };
-        self.run("get notice", self.find("get notice", id)).await
+        self.ready.run(self.op_timeout, "get notice", self.find("get notice", id)).await
     }
 
     #[tracing::instrument(skip(self), level = "debug")]
@@ -344,7 +334,7 @@ impl NoticeStore for MongoNoticeStore {
         let Some(id) = parse_id(id) else {
             return Ok(AuthorChange::NotFound);
         };
-        self.run("update notice", self.update_inner(id, openid, patch)).await
+        self.ready.run(self.op_timeout, "update notice", self.update_inner(id, openid, patch)).await
     }
 
     #[tracing::instrument(skip(self, openid), level = "debug")]
@@ -352,7 +342,7 @@ impl NoticeStore for MongoNoticeStore {
         let Some(id) = parse_id(id) else {
             return Ok(AuthorChange::NotFound);
         };
-        self.run("delete notice", self.delete_inner(id, openid)).await
+        self.ready.run(self.op_timeout, "delete notice", self.delete_inner(id, openid)).await
     }
 
     #[tracing::instrument(skip(self), level = "debug")]
@@ -360,17 +350,18 @@ impl NoticeStore for MongoNoticeStore {
         let Some(id) = parse_id(id) else {
             return Ok(None);
         };
-        self.run("ban notice", self.set_banned_inner(id, banned)).await
+        self.ready.run(self.op_timeout, "ban notice", self.set_banned_inner(id, banned)).await
     }
 
     async fn ping(&self) -> Result<(), DataError> {
-        self.run("ping", async {
-            self.db
-                .run_command(doc! { "ping": 1 })
-                .await
-                .map(|_| ())
-                .map_err(|e| unavailable("ping", &e))
-        })
-        .await
+        self.ready
+            .run(self.op_timeout, "ping", async {
+                self.db
+                    .run_command(doc! { "ping": 1 })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| unavailable("ping", &e))
+            })
+            .await
     }
 }

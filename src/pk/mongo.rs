@@ -1,7 +1,6 @@
 //! The MongoDB PK store: collections `pk_records` and `pk_members` (fields
 //! and indexes in [`crate::mongo`]).
 
-use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,8 +14,8 @@ use serde::Deserialize;
 use super::{Membership, PkStore, StepCheckin, StepRecord};
 use crate::data::DataError;
 use crate::mongo::{
-    IndexesReady, PK_MEMBERS, PK_RECORDS, bounded, ensure_pk_indexes, from_bson_time,
-    is_duplicate_key, to_bson_time, unavailable,
+    IndexesReady, PK_MEMBERS, PK_RECORDS, ensure_pk_indexes, from_bson_time, is_duplicate_key,
+    to_bson_time, unavailable,
 };
 
 /// How often `upsert_steps` re-runs after losing a race (each round trip
@@ -114,16 +113,6 @@ impl MongoPkStore {
         ensure_pk_indexes(&self.db, retention_days).await?;
         self.ready.set();
         Ok(())
-    }
-
-    /// `op` bounded by `op_timeout`, refused while the indexes do not exist.
-    async fn run<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, DataError>>,
-    ) -> Result<T, DataError> {
-        self.ready.check(op)?;
-        bounded(self.op_timeout, op, fut).await
     }
 
     /// `find_one_and_update` returning the updated document.
@@ -224,37 +213,39 @@ impl MongoPkStore {
 impl PkStore for MongoPkStore {
     #[tracing::instrument(skip(self, openid), level = "debug")]
     async fn add_membership(&self, open_gid: &str, openid: &str) -> Result<(), DataError> {
-        self.run("add membership", async {
-            let joined_at = to_bson_time(Utc::now());
-            let result = self
-                .members
-                .update_one(
-                    doc! { "open_gid": open_gid, "openid": openid },
-                    doc! { "$setOnInsert": { "joined_at": joined_at } },
-                )
-                .upsert(true)
-                .await;
-            match result {
-                Ok(_) => Ok(()),
-                // A concurrent first join inserted it: that is the goal.
-                Err(e) if is_duplicate_key(&e) => Ok(()),
-                Err(e) => Err(unavailable("add membership", &e)),
-            }
-        })
-        .await
+        self.ready
+            .run(self.op_timeout, "add membership", async {
+                let joined_at = to_bson_time(Utc::now());
+                let result = self
+                    .members
+                    .update_one(
+                        doc! { "open_gid": open_gid, "openid": openid },
+                        doc! { "$setOnInsert": { "joined_at": joined_at } },
+                    )
+                    .upsert(true)
+                    .await;
+                match result {
+                    Ok(_) => Ok(()),
+                    // A concurrent first join inserted it: that is the goal.
+                    Err(e) if is_duplicate_key(&e) => Ok(()),
+                    Err(e) => Err(unavailable("add membership", &e)),
+                }
+            })
+            .await
     }
 
     #[tracing::instrument(skip(self, openid), level = "debug")]
     async fn is_member(&self, open_gid: &str, openid: &str) -> Result<bool, DataError> {
-        self.run("is member", async {
-            self.members
-                .find_one(doc! { "open_gid": open_gid, "openid": openid })
-                .projection(doc! { "_id": 1 })
-                .await
-                .map(|found| found.is_some())
-                .map_err(|e| unavailable("is member", &e))
-        })
-        .await
+        self.ready
+            .run(self.op_timeout, "is member", async {
+                self.members
+                    .find_one(doc! { "open_gid": open_gid, "openid": openid })
+                    .projection(doc! { "_id": 1 })
+                    .await
+                    .map(|found| found.is_some())
+                    .map_err(|e| unavailable("is member", &e))
+            })
+            .await
     }
 
     #[tracing::instrument(skip(self, openid), level = "debug")]
@@ -263,26 +254,27 @@ impl PkStore for MongoPkStore {
             // MongoDB reads a limit of 0 as "no limit".
             return Ok(Vec::new());
         }
-        self.run("memberships", async {
-            // Walks `pk_members_by_openid` backwards: the newest joins first.
-            let docs: Vec<Document> = self
-                .members
-                .find(doc! { "openid": openid })
-                .sort(doc! { "joined_at": -1, "open_gid": 1 })
-                .limit(i64::from(limit))
-                .await
-                .map_err(|e| unavailable("memberships", &e))?
-                .try_collect()
-                .await
-                .map_err(|e| unavailable("memberships", &e))?;
-            docs.into_iter().map(membership_from).collect()
-        })
-        .await
+        self.ready
+            .run(self.op_timeout, "memberships", async {
+                // Walks `pk_members_by_openid` backwards: the newest joins first.
+                let docs: Vec<Document> = self
+                    .members
+                    .find(doc! { "openid": openid })
+                    .sort(doc! { "joined_at": -1, "open_gid": 1 })
+                    .limit(i64::from(limit))
+                    .await
+                    .map_err(|e| unavailable("memberships", &e))?
+                    .try_collect()
+                    .await
+                    .map_err(|e| unavailable("memberships", &e))?;
+                docs.into_iter().map(membership_from).collect()
+            })
+            .await
     }
 
     #[tracing::instrument(skip(self, checkin), level = "debug", fields(open_gid = %checkin.open_gid, date = %checkin.date))]
     async fn upsert_steps(&self, checkin: &StepCheckin) -> Result<StepRecord, DataError> {
-        self.run("upsert steps", self.upsert_inner(checkin)).await
+        self.ready.run(self.op_timeout, "upsert steps", self.upsert_inner(checkin)).await
     }
 
     #[tracing::instrument(skip(self), level = "debug")]
@@ -296,20 +288,21 @@ impl PkStore for MongoPkStore {
             // MongoDB reads a limit of 0 as "no limit".
             return Ok(Vec::new());
         }
-        self.run("ranking", async {
-            let docs: Vec<Document> = self
-                .records
-                .find(doc! { "open_gid": open_gid, "date": date })
-                .sort(doc! { "steps": -1, "reached_at": 1, "openid": 1 })
-                .limit(i64::from(limit))
-                .await
-                .map_err(|e| unavailable("ranking", &e))?
-                .try_collect()
-                .await
-                .map_err(|e| unavailable("ranking", &e))?;
-            docs.into_iter().map(record_from).collect()
-        })
-        .await
+        self.ready
+            .run(self.op_timeout, "ranking", async {
+                let docs: Vec<Document> = self
+                    .records
+                    .find(doc! { "open_gid": open_gid, "date": date })
+                    .sort(doc! { "steps": -1, "reached_at": 1, "openid": 1 })
+                    .limit(i64::from(limit))
+                    .await
+                    .map_err(|e| unavailable("ranking", &e))?
+                    .try_collect()
+                    .await
+                    .map_err(|e| unavailable("ranking", &e))?;
+                docs.into_iter().map(record_from).collect()
+            })
+            .await
     }
 
     #[tracing::instrument(skip(self, openid), level = "debug")]
@@ -319,28 +312,30 @@ impl PkStore for MongoPkStore {
         date: &str,
         openid: &str,
     ) -> Result<Option<(u64, StepRecord)>, DataError> {
-        self.run("rank of", self.rank_inner(open_gid, date, openid)).await
+        self.ready.run(self.op_timeout, "rank of", self.rank_inner(open_gid, date, openid)).await
     }
 
     #[tracing::instrument(skip(self), level = "debug")]
     async fn participants(&self, open_gid: &str, date: &str) -> Result<u64, DataError> {
-        self.run("participants", async {
-            self.records
-                .count_documents(doc! { "open_gid": open_gid, "date": date })
-                .await
-                .map_err(|e| unavailable("participants", &e))
-        })
-        .await
+        self.ready
+            .run(self.op_timeout, "participants", async {
+                self.records
+                    .count_documents(doc! { "open_gid": open_gid, "date": date })
+                    .await
+                    .map_err(|e| unavailable("participants", &e))
+            })
+            .await
     }
 
     async fn ping(&self) -> Result<(), DataError> {
-        self.run("ping", async {
-            self.db
-                .run_command(doc! { "ping": 1 })
-                .await
-                .map(|_| ())
-                .map_err(|e| unavailable("ping", &e))
-        })
-        .await
+        self.ready
+            .run(self.op_timeout, "ping", async {
+                self.db
+                    .run_command(doc! { "ping": 1 })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| unavailable("ping", &e))
+            })
+            .await
     }
 }
