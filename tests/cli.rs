@@ -121,17 +121,7 @@ async fn dev_mode_runs_a_whole_login_and_stops_on_sigterm() {
         http.get(format!("{base}/__wechat/dev/stats")).send().await.unwrap().json().await.unwrap();
     assert_eq!(stats["jscode2session_calls"], 1);
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            assert!(exit.success(), "exit status {exit}");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stops_cleanly_on_sigterm(&mut child);
 }
 
 #[tokio::test]
@@ -170,6 +160,20 @@ async fn fake_wechat_runs_standalone() {
 }
 
 /// Send `signal` (e.g. "-HUP") to `child` with kill(1).
+/// SIGTERM `child`, then wait (at most 15 s) for a successful exit.
+fn stops_cleanly_on_sigterm(child: &mut Child) {
+    signal(child, "-TERM");
+    let started = Instant::now();
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.success(), "exit status {exit}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success(), "kill {signal} failed");
@@ -244,16 +248,7 @@ async fn sighup_without_tls_neither_stops_nor_disturbs_the_gateway() {
     }
 
     // And it still shuts down cleanly.
-    signal(child, "-TERM");
-    let started = Instant::now();
-    loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            assert!(exit.success(), "exit status {exit}");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stops_cleanly_on_sigterm(child);
 }
 
 /// A certificate and key (PEM) for localhost, written into `dir`.
