@@ -162,16 +162,33 @@ async fn fake_wechat_runs_standalone() {
 /// Send `signal` (e.g. "-HUP") to `child` with kill(1).
 /// SIGTERM `child`, then wait (at most 15 s) for a successful exit.
 fn stops_cleanly_on_sigterm(child: &mut Child) {
-    signal(child, "-TERM");
+    stops_cleanly_on(child, "-TERM");
+}
+
+/// Send `sig` to `child`, then wait (at most 15 s) for a successful exit.
+fn stops_cleanly_on(child: &mut Child, sig: &str) {
+    signal(child, sig);
     let started = Instant::now();
     loop {
         if let Some(exit) = child.try_wait().unwrap() {
             assert!(exit.success(), "exit status {exit}");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on SIGTERM");
+        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on {sig}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[tokio::test]
+async fn sigint_drains_and_stops_like_sigterm() {
+    let (mut running, addr, lines) = serve_logging(&mut gateway());
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let health = http.get(format!("http://{addr}/healthz")).send().await.expect("serving");
+    assert_eq!(health.status(), 200);
+    stops_cleanly_on(&mut running.0, "-INT");
+    // The process has exited, so its stdout is at EOF and the reader ends.
+    let logged: Vec<String> = lines.iter().collect();
+    assert!(logged.iter().any(|l| l.contains("shutting down")), "{logged:?}");
 }
 
 fn signal(child: &Child, signal: &str) {

@@ -160,3 +160,29 @@ async fn a_new_login_revokes_the_users_previous_token() {
     assert_eq!(app.token_me(&old).await.reason(), Some("ERR_SESSION_EXPIRED"));
     assert_eq!(app.token_me(&new).await.status, 200);
 }
+
+#[tokio::test]
+async fn base_path_and_prefix_ignores_are_honoured() {
+    let app = spawn_app(
+        AppOptions::redis("token_base_path")
+            .with("server.base_path", "/api/v2")
+            .with("session.ignore", json!(["/ready*"])),
+    )
+    .await;
+    let minted = app.mint("o_base");
+    let a = app.post("/api/v2/session/login", &[], &json!({"code": minted.code})).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let token = a.body["token"].as_str().expect("token").to_owned();
+    let me = app.get("/api/v2/session/me", &[("X-WX-Skey", &token)]).await;
+    assert_eq!((me.status, me.body["openId"].as_str()), (200, Some("o_base")));
+    let old = app.get("/applet/session/me", &[("X-WX-Skey", &token)]).await;
+    assert_eq!((old.status, old.reason()), (404, Some("ERR_NOT_FOUND")));
+
+    // "/ready*" is a prefix: the layer leaves /readyz alone, bogus code and all.
+    let ready = app.get("/readyz", &[("X-WX-Code", "no-such-code")]).await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    // /healthz is no longer in the list, so the layer judges its code.
+    let health = app.get("/healthz", &[("X-WX-Code", "no-such-code")]).await;
+    assert_eq!((health.status, health.reason()), (401, Some("ERR_SESSION_EXPIRED")));
+    assert_eq!(app.exchanges(), 1);
+}
