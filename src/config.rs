@@ -244,6 +244,10 @@ pub struct WeChatSection {
     /// Serve the fake WeChat API under `/__wechat` and use it (dev only).
     #[serde(default)]
     pub fake: bool,
+    /// With `fake`: texts containing any of these words are judged "risky"
+    /// by the fake's msgSecCheck (also settable at `/__wechat/dev/risky-words`).
+    #[serde(default)]
+    pub fake_risky_words: Vec<String>,
     /// Connect timeout for WeChat calls.
     #[serde(default = "secs::<2>", with = "humantime_serde")]
     pub connect_timeout: Duration,

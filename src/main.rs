@@ -39,6 +39,9 @@ enum Command {
         /// The AppSecret the fake accepts.
         #[arg(long, env = "WEAPP_FAKE_SECRET", default_value = "dev-secret")]
         secret: String,
+        /// A word that makes msgSecCheck answer "risky" (repeatable).
+        #[arg(long = "risky-word")]
+        risky_words: Vec<String>,
     },
 }
 
@@ -60,7 +63,7 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::CheckConfig => check_config(cli.config),
-        Command::FakeWechat { listen, appid, secret } => {
+        Command::FakeWechat { listen, appid, secret, risky_words } => {
             init_logging(LogFormat::Text);
             let listener = match tokio::net::TcpListener::bind(listen).await {
                 Ok(l) => l,
@@ -71,6 +74,7 @@ async fn main() -> ExitCode {
             };
             tracing::info!(%listen, "fake WeChat API listening");
             let fake = FakeWeChat::new(appid, secret);
+            fake.set_risky_words(risky_words);
             tokio::select! {
                 r = fake.serve(listener) => match r {
                     Ok(()) => ExitCode::SUCCESS,

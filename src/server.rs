@@ -80,6 +80,9 @@ impl Application {
             .wechat
             .fake
             .then(|| FakeWeChat::new(config.wechat.app_id.clone(), secret.expose_secret()));
+        if let Some(fake) = &fake {
+            fake.set_risky_words(config.wechat.fake_risky_words.clone());
+        }
         let scheme = if tls.is_some() { "https" } else { "http" };
         let api_base = match fake {
             Some(_) => format!("{scheme}://{local_addr}{FAKE_WECHAT_PATH}"),

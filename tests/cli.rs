@@ -73,6 +73,7 @@ async fn dev_mode_runs_a_whole_login_and_stops_on_sigterm() {
     let mut child = gateway()
         .arg("serve")
         .env("WEAPP__SERVER__LISTEN", "127.0.0.1:0")
+        .env("WEAPP__NOTICES__CONTENT_SECURITY", "true")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,6 +122,39 @@ async fn dev_mode_runs_a_whole_login_and_stops_on_sigterm() {
         http.get(format!("{base}/__wechat/dev/stats")).send().await.unwrap().json().await.unwrap();
     assert_eq!(stats["jscode2session_calls"], 1);
 
+    // Content security through the embedded fake, with config/default.toml's
+    // word list (notices.content_security switched on from the environment).
+    let minted: Value = http
+        .post(format!("{base}/__wechat/dev/codes"))
+        .json(&json!({"openid": "o_cli_poster"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login: Value = http
+        .post(format!("{base}/applet/session/login"))
+        .json(&json!({"code": minted["code"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().expect("token");
+    let post = |content: &'static str| {
+        http.post(format!("{base}/applet/notices"))
+            .header("X-WX-Skey", token)
+            .json(&json!({"content": content, "visibility": "public"}))
+            .send()
+    };
+    let risky = post("join my casino tonight").await.unwrap();
+    assert_eq!(risky.status(), 422);
+    let body: Value = risky.json().await.unwrap();
+    assert_eq!(body["reason"], "ERR_CONTENT_RISKY");
+    assert_eq!(post("a walk in the park").await.unwrap().status(), 201);
+
     stops_cleanly_on_sigterm(&mut child);
 }
 
@@ -130,6 +164,7 @@ async fn fake_wechat_runs_standalone() {
     let mut child = gateway()
         .args(["fake-wechat", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--appid", "wx_cli", "--secret", "cli-secret"])
+        .args(["--risky-word", "casino", "--risky-word", "赌博"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -155,11 +190,13 @@ async fn fake_wechat_runs_standalone() {
     assert_eq!(first["openid"], "o_f");
     let second: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(second["errcode"], 40163);
+    let words: Value =
+        http.get(format!("{base}/dev/risky-words")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(words, json!({"words": ["casino", "赌博"]}));
     let _ = child.kill();
     let _ = child.wait();
 }
 
-/// Send `signal` (e.g. "-HUP") to `child` with kill(1).
 /// SIGTERM `child`, then wait (at most 15 s) for a successful exit.
 fn stops_cleanly_on_sigterm(child: &mut Child) {
     stops_cleanly_on(child, "-TERM");
@@ -191,6 +228,7 @@ async fn sigint_drains_and_stops_like_sigterm() {
     assert!(logged.iter().any(|l| l.contains("shutting down")), "{logged:?}");
 }
 
+/// Send `signal` (e.g. "-HUP") to `child` with kill(1).
 fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success(), "kill {signal} failed");
