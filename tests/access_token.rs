@@ -447,3 +447,60 @@ fn assert_api_error<T: std::fmt::Debug>(result: Result<T, WeChatError>, want: i6
         other => panic!("expected errcode {want}, got {other:?}"),
     }
 }
+
+/// Two whole gateways (HTTP, their own Redis connections) on one Redis
+/// prefix and one fake WeChat: concurrent phone-number calls through both,
+/// first with no token anywhere, then after WeChat expired it, each cause
+/// exactly one `stable_token` call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_over_http_share_one_token_and_one_refresh() {
+    use support::app::{AppOptions, spawn_app};
+    let prefix = unique_prefix("token_two_gateways");
+    let a = spawn_app(AppOptions::redis("token_two_gateways").with("redis.prefix", prefix.clone()))
+        .await;
+    let b = spawn_app(
+        AppOptions::redis("token_two_gateways")
+            .with("redis.prefix", prefix)
+            .with("wechat.api_base", format!("http://{}", a.fake_addr)),
+    )
+    .await;
+    // Sessions live in the shared Redis, so b serves the users a logged in.
+    let user = a.user("o_two_gw", "two").await;
+    let burst = |n: usize| {
+        let mut set = JoinSet::new();
+        for i in 0..n {
+            let app = if i % 2 == 0 { &a } else { &b };
+            let url = format!("{}/applet/open-data/phone", app.base);
+            let http = app.http.clone();
+            let token = user.token.clone();
+            let phone = format!("1390013{i:04}");
+            let code = a.fake.mint_phone_code(phone.clone(), "86");
+            set.spawn(async move {
+                let r = http
+                    .post(url)
+                    .header("X-WX-Skey", token)
+                    .json(&json!({"code": code}))
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(r.status(), 200);
+                let body: Value = r.json().await.expect("json");
+                assert_eq!(body["phoneInfo"]["purePhoneNumber"], phone.as_str(), "{body}");
+            });
+        }
+        set
+    };
+    let mut set = burst(40);
+    while let Some(joined) = set.join_next().await {
+        joined.expect("phone call");
+    }
+    assert_eq!(a.fake.stats().calls_to(STABLE_TOKEN), 1);
+    assert_eq!(b.fake.stats().calls_to(STABLE_TOKEN), 0, "b uses a's fake WeChat");
+
+    a.fake.expire_access_tokens();
+    let mut set = burst(40);
+    while let Some(joined) = set.join_next().await {
+        joined.expect("phone call after expiry");
+    }
+    assert_eq!(a.fake.stats().calls_to(STABLE_TOKEN), 2);
+}
