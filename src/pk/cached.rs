@@ -78,7 +78,16 @@ impl<S: PkStore> CachedPkStore<S> {
         self.boards
             .get(&key, move || {
                 let (inner, day) = (inner.clone(), day.clone());
-                async move { Ok(Board::new(inner.standings(&day.0, &day.1).await?)) }
+                async move {
+                    let records = inner.standings(&day.0, &day.1).await?;
+                    if records.len() < super::OFF_WORKER_BATCH {
+                        return Ok(Board::new(records));
+                    }
+                    // Indexing thousands of records: off the async workers.
+                    tokio::task::spawn_blocking(move || Board::new(records))
+                        .await
+                        .map_err(|e| DataError::Unavailable(format!("PK board: {e}")))
+                }
             })
             .await
     }

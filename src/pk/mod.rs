@@ -6,6 +6,10 @@ mod model;
 mod mongo;
 pub mod routes;
 
+/// From this many records on, CPU work on them (decoding a day's board,
+/// indexing it) runs on the blocking pool instead of an async worker.
+const OFF_WORKER_BATCH: usize = 512;
+
 pub use cached::{BoardCacheConfig, CachedPkStore};
 pub use memory::MemoryPkStore;
 pub use model::{GroupRank, Membership, RankedEntry, StepCheckin, StepRecord};

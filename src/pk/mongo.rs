@@ -62,6 +62,18 @@ struct MemberDoc {
     joined_at: BsonDateTime,
 }
 
+/// Decode step documents; a large batch (a whole day's board is thousands)
+/// is decoded on the blocking pool, so it does not stall the requests queued
+/// on an async worker.
+async fn decode_records(docs: Vec<Document>) -> Result<Vec<StepRecord>, DataError> {
+    if docs.len() < super::OFF_WORKER_BATCH {
+        return docs.into_iter().map(record_from).collect();
+    }
+    tokio::task::spawn_blocking(move || docs.into_iter().map(record_from).collect())
+        .await
+        .map_err(|e| DataError::Unavailable(format!("{PK_RECORDS}: decoding failed: {e}")))?
+}
+
 fn record_from(doc: Document) -> Result<StepRecord, DataError> {
     let d: RecordDoc =
         bson::from_document(doc).map_err(|e| DataError::Corrupt(format!("{PK_RECORDS}: {e}")))?;
@@ -300,7 +312,7 @@ impl PkStore for MongoPkStore {
                     .try_collect()
                     .await
                     .map_err(|e| unavailable("ranking", &e))?;
-                docs.into_iter().map(record_from).collect()
+                decode_records(docs).await
             })
             .await
     }
