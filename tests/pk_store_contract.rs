@@ -45,9 +45,17 @@ fn cached(inner: impl PkStore) -> Store {
     ))
 }
 
-/// `secs` seconds into the test day.
+/// `secs` seconds after a fixed instant of this run, one hour ago (whole
+/// seconds). The store never derives the day from it, and a recent time keeps
+/// MongoDB records clear of the TTL sweep (retention RETENTION_DAYS), which a
+/// fixed date in the past would not.
 fn t(secs: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+    static BASE: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let an_hour_ago = Utc::now().timestamp() - 3_600;
+        Utc.timestamp_opt(an_hour_ago, 0).single().expect("a valid time")
+    });
+    base + chrono::Duration::seconds(secs)
 }
 
 fn checkin(gid: &str, date: &str, openid: &str, steps: u64, at: DateTime<Utc>) -> StepCheckin {
@@ -292,6 +300,27 @@ async fn standings_are_the_whole_ranking_in_order(store: Store) {
     assert_eq!(openids(&all), ["c", "d", "a", "e", "b", "f"], "a write is seen by the next read");
 }
 
+async fn a_large_day_is_decoded_and_indexed_whole(store: Store) {
+    // More records than the size from which decoding and board indexing
+    // leave the async workers (512): the result must be the same.
+    let n: u64 = 520;
+    for batch in (0..n).collect::<Vec<_>>().chunks(10) {
+        let writes = batch.iter().map(|&i| {
+            let store = store.clone();
+            async move { up(&store, "g-big", &format!("u{i:03}"), i % 50, t(i as i64)).await }
+        });
+        futures_util::future::join_all(writes).await;
+    }
+    let all = store.standings("g-big", DAY).await.unwrap();
+    assert_eq!(all.len() as u64, n);
+    // Steps descending; within equal steps, who reached them first.
+    assert!(all.windows(2).all(|w| (w[0].steps, w[1].reached_at) >= (w[1].steps, w[0].reached_at)));
+    assert_eq!(&*all[0].openid, "u049");
+    let (rank, record) = store.rank_of("g-big", DAY, "u000").await.unwrap().expect("ranked");
+    // 11 users have 0 steps (i % 50 == 0, i < 520); u000 reached 0 first.
+    assert_eq!((rank, record.steps), (n - 10, 0));
+}
+
 async fn concurrent_upserts_of_one_key_all_succeed(store: Store) {
     // Steps 1..=20 in a scrambled order, each with its own time.
     let steps: Vec<u64> = (0..20u64).map(|i| (i * 7) % 20 + 1).collect();
@@ -378,6 +407,7 @@ contract!(
     groups_and_dates_are_isolated,
     rank_of_and_participants_agree_with_the_ranking,
     standings_are_the_whole_ranking_in_order,
+    a_large_day_is_decoded_and_indexed_whole,
     concurrent_upserts_of_one_key_all_succeed,
     ping_answers,
 );

@@ -45,6 +45,9 @@ impl AppOptions {
             .with("mongodb.database", super::mongo::unique_db(test))
             .with("mongodb.op_timeout", "2s")
             .with("mongodb.connect_timeout", "1s")
+            // Tests check in on fixed dates; a long retention keeps those
+            // records clear of the server's TTL sweep whatever today is.
+            .with("pk.retention_days", 10_000)
     }
 
     /// PK records and notices in the shared test MongoDB.
