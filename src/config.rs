@@ -536,6 +536,10 @@ impl Config {
         if self.pk.retention_days == 0 || self.pk.ranking_limit == 0 {
             return reject("pk.retention_days and pk.ranking_limit must be greater than zero");
         }
+        // MongoDB keeps expireAfterSeconds in a 32-bit integer.
+        if u64::from(self.pk.retention_days) * 86_400 > u64::from(i32::MAX as u32) {
+            return reject("pk.retention_days must be at most 24855 (MongoDB's TTL limit)");
+        }
         if self.data.store == DataStoreKind::Mongodb && self.mongodb.database.trim().is_empty() {
             return reject("mongodb.database is empty");
         }
@@ -654,6 +658,9 @@ mod tests {
             let e = Config::from_figment(base().merge(Toml::string(toml))).unwrap_err().to_string();
             assert!(e.contains(&format!("{key} must be greater than zero")), "{e}");
         }
+        let long = Toml::string("[pk]\nretention_days = 30000\n");
+        let e = Config::from_figment(base().merge(long)).unwrap_err().to_string();
+        assert!(e.contains("pk.retention_days must be at most 24855"), "{e}");
         let limit = Toml::string("[session.login_rate_limit]\nper_minute = 0\nburst = 5\n");
         let e = Config::from_figment(base().merge(limit)).unwrap_err().to_string();
         assert!(e.contains("session.login_rate_limit.per_minute must be greater than zero"), "{e}");
