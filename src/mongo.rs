@@ -244,6 +244,11 @@ fn scrub(message: &str, uri: &str) -> String {
     out
 }
 
+/// Ping `db` (a store's liveness check), mapped like every operation.
+pub async fn ping(db: &Database) -> Result<(), DataError> {
+    db.run_command(doc! { "ping": 1 }).await.map(|_| ()).map_err(|e| unavailable("ping", &e))
+}
+
 /// Run one store operation under `op_timeout`: a timeout becomes
 /// [`DataError::Unavailable`] naming `op` (and never the URI).
 pub async fn bounded<T>(

@@ -75,19 +75,7 @@ impl NoticeStore for MemoryNoticeStore {
     async fn insert(&self, notice: NewNotice) -> Result<Notice, DataError> {
         let id = ObjectId::new();
         let created_at = millis(notice.created_at);
-        let stored = Notice {
-            id: id.to_hex(),
-            author_openid: notice.author_openid,
-            author_nick_name: notice.author_nick_name,
-            author_avatar_url: notice.author_avatar_url,
-            content: notice.content,
-            photos: notice.photos,
-            visibility: notice.visibility,
-            banned: false,
-            state: NoticeState::of(notice.visibility, false),
-            created_at,
-            updated_at: created_at,
-        };
+        let stored = notice.stored(id.to_hex(), created_at);
         self.lock().insert(id, stored.clone());
         Ok(stored)
     }

@@ -85,6 +85,26 @@ pub struct Notice {
     pub updated_at: DateTime<Utc>,
 }
 
+impl NewNotice {
+    /// The notice as stored under `id` at `created_at`: not banned, never
+    /// edited yet.
+    pub fn stored(self, id: String, created_at: DateTime<Utc>) -> Notice {
+        Notice {
+            id,
+            author_openid: self.author_openid,
+            author_nick_name: self.author_nick_name,
+            author_avatar_url: self.author_avatar_url,
+            content: self.content,
+            photos: self.photos,
+            visibility: self.visibility,
+            banned: false,
+            state: NoticeState::of(self.visibility, false),
+            created_at,
+            updated_at: created_at,
+        }
+    }
+}
+
 /// An author's change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NoticePatch {

@@ -275,20 +275,7 @@ impl NoticeStore for MongoNoticeStore {
                     .insert_one(document)
                     .await
                     .map_err(|e| unavailable("insert notice", &e))?;
-                let created_at = from_bson_time(created_at)?;
-                Ok(Notice {
-                    id: id.to_hex(),
-                    author_openid: notice.author_openid,
-                    author_nick_name: notice.author_nick_name,
-                    author_avatar_url: notice.author_avatar_url,
-                    content: notice.content,
-                    photos: notice.photos,
-                    visibility: notice.visibility,
-                    banned: false,
-                    state,
-                    created_at,
-                    updated_at: created_at,
-                })
+                Ok(notice.stored(id.to_hex(), from_bson_time(created_at)?))
             })
             .await
     }
@@ -354,14 +341,6 @@ impl NoticeStore for MongoNoticeStore {
     }
 
     async fn ping(&self) -> Result<(), DataError> {
-        self.ready
-            .run(self.op_timeout, "ping", async {
-                self.db
-                    .run_command(doc! { "ping": 1 })
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| unavailable("ping", &e))
-            })
-            .await
+        self.ready.run(self.op_timeout, "ping", crate::mongo::ping(&self.db)).await
     }
 }

@@ -340,14 +340,6 @@ impl PkStore for MongoPkStore {
     }
 
     async fn ping(&self) -> Result<(), DataError> {
-        self.ready
-            .run(self.op_timeout, "ping", async {
-                self.db
-                    .run_command(doc! { "ping": 1 })
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| unavailable("ping", &e))
-            })
-            .await
+        self.ready.run(self.op_timeout, "ping", crate::mongo::ping(&self.db)).await
     }
 }
