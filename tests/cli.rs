@@ -93,15 +93,7 @@ async fn dev_mode_runs_a_whole_login_and_stops_on_sigterm() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
 
-    let minted: Value = http
-        .post(format!("{base}/__wechat/dev/codes"))
-        .json(&json!({"openid": "o_cli"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let minted = mint_code(&http, &base, "o_cli").await;
     let code = minted["code"].as_str().unwrap();
     let key = minted["session_key"].as_str().unwrap();
     let raw = r#"{"nickName":"小明","avatarUrl":"https://x/y+z.png"}"#;
@@ -124,15 +116,7 @@ async fn dev_mode_runs_a_whole_login_and_stops_on_sigterm() {
 
     // Content security through the embedded fake, with config/default.toml's
     // word list (notices.content_security switched on from the environment).
-    let minted: Value = http
-        .post(format!("{base}/__wechat/dev/codes"))
-        .json(&json!({"openid": "o_cli_poster"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let minted = mint_code(&http, &base, "o_cli_poster").await;
     let login: Value = http
         .post(format!("{base}/applet/session/login"))
         .json(&json!({"code": minted["code"]}))
@@ -195,6 +179,12 @@ async fn fake_wechat_runs_standalone() {
     assert_eq!(words, json!({"words": ["casino", "赌博"]}));
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A one-time code for `openid` from the embedded fake WeChat at `base`.
+async fn mint_code(http: &reqwest::Client, base: &str, openid: &str) -> Value {
+    let r = http.post(format!("{base}/__wechat/dev/codes")).json(&json!({"openid": openid}));
+    r.send().await.unwrap().json().await.unwrap()
 }
 
 /// SIGTERM `child`, then wait (at most 15 s) for a successful exit.
