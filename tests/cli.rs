@@ -318,6 +318,13 @@ fn with_tls(cert: &Path, key: &Path) -> Command {
     cmd
 }
 
+/// Run `subcommand` with `[server.tls]` set to `cert` and `key`: (exit code, stderr).
+fn run_tls(cert: &Path, key: &Path, subcommand: &str) -> (Option<i32>, String) {
+    let mut cmd = with_tls(cert, key);
+    cmd.arg(subcommand);
+    run(cmd)
+}
+
 /// Run `cmd` to its end (bounded): exit code and stderr.
 fn run(mut cmd: Command) -> (Option<i32>, String) {
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
@@ -341,18 +348,14 @@ fn serve_with_a_bad_certificate_or_key_exits_1_naming_the_file() {
     std::fs::write(&garbage, "not a pem").unwrap();
     let missing_key = dir.path().join("missing-key.pem");
 
-    let mut serve = with_tls(&garbage, &key);
-    serve.arg("serve");
-    let (code, stderr) = run(serve);
+    let (code, stderr) = run_tls(&garbage, &key, "serve");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("error: server.tls.cert") && stderr.contains("garbage-cert.pem"),
         "{stderr}"
     );
 
-    let mut serve = with_tls(&cert, &missing_key);
-    serve.arg("serve");
-    let (code, stderr) = run(serve);
+    let (code, stderr) = run_tls(&cert, &missing_key, "serve");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("error: server.tls.key") && stderr.contains("missing-key.pem"),
@@ -364,25 +367,19 @@ fn serve_with_a_bad_certificate_or_key_exits_1_naming_the_file() {
 fn check_config_reads_the_tls_files_too() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = good_cert(dir.path());
-    let mut check = with_tls(&cert, &key);
-    check.arg("check-config");
-    let (code, stderr) = run(check);
+    let (code, stderr) = run_tls(&cert, &key, "check-config");
     assert_eq!(code, Some(0), "a good certificate must pass: {stderr}");
 
     let garbage = dir.path().join("garbage-cert.pem");
     std::fs::write(&garbage, "not a pem").unwrap();
-    let mut check = with_tls(&garbage, &key);
-    check.arg("check-config");
-    let (code, stderr) = run(check);
+    let (code, stderr) = run_tls(&garbage, &key, "check-config");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("server.tls.cert") && stderr.contains("garbage-cert.pem"), "{stderr}");
 
     // A key that belongs to another certificate.
     let other = tempfile::tempdir().unwrap();
     let (_, other_key) = good_cert(other.path());
-    let mut check = with_tls(&cert, &other_key);
-    check.arg("check-config");
-    let (code, stderr) = run(check);
+    let (code, stderr) = run_tls(&cert, &other_key, "check-config");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("server.tls.key") && stderr.contains("does not belong"), "{stderr}");
 }

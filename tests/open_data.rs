@@ -139,33 +139,31 @@ fn assert_wechat_failed(a: &support::app::Answer, status: u16, detail: serde_jso
     assert_eq!(a.body["error"]["detail"], detail, "{a:?}");
 }
 
+/// The fake answers HTTP 500, then stays busy: the phone route says 502, then 503.
+async fn unreachable_then_busy_fail(app: &support::app::TestApp, user: &support::app::User) {
+    set_faults(app, json!({"http_500": true})).await;
+    assert_wechat_failed(&phone(app, user).await, 502, json!({}));
+    set_faults(app, json!({"busy": 2})).await;
+    assert_wechat_failed(
+        &phone(app, user).await,
+        503,
+        json!({"errcode": -1, "errmsg": "system error"}),
+    );
+}
+
 #[tokio::test]
 async fn phone_route_answers_502_503_504_when_wechat_fails() {
     let app = spawn_app(AppOptions::redis("phone_faults").with("wechat.timeout", "1s")).await;
     let user = app.user("o_phone_faults", "f").await;
     // The token's own call fails: the same statuses.
-    set_faults(&app, json!({"http_500": true})).await;
-    assert_wechat_failed(&phone(&app, &user).await, 502, json!({}));
-    set_faults(&app, json!({"busy": 2})).await;
-    assert_wechat_failed(
-        &phone(&app, &user).await,
-        503,
-        json!({"errcode": -1, "errmsg": "system error"}),
-    );
+    unreachable_then_busy_fail(&app, &user).await;
     set_faults(&app, json!({})).await;
     assert_eq!(phone(&app, &user).await.status, 200);
 
     // With a token at hand, getuserphonenumber itself fails.
     let stable = || app.fake.stats().calls_to(weapp_gateway::wechat::STABLE_TOKEN);
     let tokens_before = stable();
-    set_faults(&app, json!({"http_500": true})).await;
-    assert_wechat_failed(&phone(&app, &user).await, 502, json!({}));
-    set_faults(&app, json!({"busy": 2})).await;
-    assert_wechat_failed(
-        &phone(&app, &user).await,
-        503,
-        json!({"errcode": -1, "errmsg": "system error"}),
-    );
+    unreachable_then_busy_fail(&app, &user).await;
     set_faults(&app, json!({"delay_ms": 1_500})).await;
     let started = std::time::Instant::now();
     assert_wechat_failed(&phone(&app, &user).await, 504, json!({}));
