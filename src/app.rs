@@ -2,23 +2,26 @@
 //! access log. `router()` is separate from serving so tests can drive it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
+use tower_http::timeout::RequestBodyDeadlineLayer;
 
 use secrecy::SecretString;
 
 use crate::clock::Clock;
+use crate::config::ServerConfig;
+use crate::error::AppError;
 use crate::notices::{NoticeStore, routes as notices};
 use crate::pk::{PkStore, routes as pk};
 use crate::session::{
@@ -84,10 +87,12 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The gateway's router: session routes under `base_path`, health checks,
-/// the fake WeChat (when given) under [`FAKE_WECHAT_PATH`], all behind the
-/// session layer and the access log.
-pub fn router(state: AppState, base_path: &str, fake: Option<FakeWeChat>) -> Router {
+/// The gateway's router: session routes under `server.base_path`, health
+/// checks, the fake WeChat (when given) under [`FAKE_WECHAT_PATH`], all behind
+/// the session layer, `server.max_body`, `server.body_timeout`,
+/// `server.request_timeout` and the access log.
+pub fn router(state: AppState, server: &ServerConfig, fake: Option<FakeWeChat>) -> Router {
+    let base_path = server.base_path.as_str();
     let layer = WxSessionLayer::new(state.sessions.clone());
     let trusted = state.trusted_proxies.clone();
     // Full paths rather than `nest(base_path, …)`: nesting costs every
@@ -114,7 +119,24 @@ pub fn router(state: AppState, base_path: &str, fake: Option<FakeWeChat>) -> Rou
     if let Some(fake) = fake {
         app = app.nest(FAKE_WECHAT_PATH, fake.router());
     }
-    app.layer(layer).layer(catch_panic()).layer(middleware::from_fn_with_state(trusted, access_log))
+    app.layer(layer)
+        .layer(DefaultBodyLimit::max(server.max_body))
+        .layer(catch_panic())
+        .layer(middleware::from_fn_with_state(server.request_timeout, request_timeout))
+        .layer(RequestBodyDeadlineLayer::new(server.body_timeout))
+        .layer(middleware::from_fn_with_state(trusted, access_log))
+}
+
+/// Answers `504 ERR_GATEWAY_TIMEOUT` in the envelope when the request takes
+/// longer than `server.request_timeout` (the work below is dropped).
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::debug!(?limit, "request timed out");
+            AppError::GatewayTimeout.into_response()
+        }
+    }
 }
 
 /// A panic anywhere below becomes a logged 500 in the error envelope (and an

@@ -191,7 +191,73 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// Serve HTTPS natively (no nginx in front): `[server.tls]`.
     pub tls: Option<TlsConfig>,
+    /// How long a client may take to send a request's headers (and, with
+    /// `[server.tls]`, the TLS handshake). An HTTP/1.1 connection waiting for
+    /// its next request is bound by it too.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// h2: how often the gateway pings an otherwise quiet connection.
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_interval: Duration,
+    /// h2: how long a ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; a larger
+    /// one is refused (431 on HTTP/1.1), never buffered. At least 8192.
+    pub max_header_bytes: usize,
+    /// Largest request body on every route, in bytes (413 `ERR_PAYLOAD_TOO_LARGE`).
+    pub max_body: usize,
+    /// How long a client may take to send a request's body (408 `ERR_REQUEST_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// How long a whole request may take (504 `ERR_GATEWAY_TIMEOUT`); keep it
+    /// above `wechat.timeout` so a slow login is not cut.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most connections served at once; further ones wait in the listen queue.
+    pub max_connections: usize,
 }
+
+impl ServerConfig {
+    /// Refuse values that would silently switch a protection off.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, d) in [
+            ("server.header_read_timeout", self.header_read_timeout),
+            ("server.idle_timeout", self.idle_timeout),
+            ("server.h2_keepalive_interval", self.h2_keepalive_interval),
+            ("server.h2_keepalive_timeout", self.h2_keepalive_timeout),
+            ("server.body_timeout", self.body_timeout),
+            ("server.request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Rejected(format!("{key} must be greater than zero")));
+            }
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError::Rejected(format!(
+                "server.max_header_bytes must be at least {MIN_HEADER_BYTES}"
+            )));
+        }
+        if self.max_body == 0 {
+            return Err(ConfigError::Rejected("server.max_body must be greater than zero".into()));
+        }
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
+            return Err(ConfigError::Rejected(format!(
+                "server.max_connections must be 1–{MAX_CONNECTIONS}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The smallest `server.max_header_bytes` (hyper's minimum read buffer).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// The largest `server.max_connections` (far above any file-descriptor limit).
+pub const MAX_CONNECTIONS: usize = 1 << 24;
 
 /// `[server.tls]`: PEM files for native HTTPS (`WEAPP__SERVER__TLS__CERT` / `__KEY`).
 #[derive(Clone, Debug, Deserialize)]
@@ -212,6 +278,15 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             tls: None,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
+            h2_keepalive_interval: Duration::from_secs(20),
+            h2_keepalive_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_body: 32 * 1024,
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(25),
+            max_connections: 10_000,
         }
     }
 }
@@ -485,6 +560,7 @@ impl Config {
                  fake-wechat` separately and point wechat.api_base at it",
             );
         }
+        self.server.validate()?;
         if self.wechat.app_id.trim().is_empty() {
             return reject("wechat.app_id is empty");
         }

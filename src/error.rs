@@ -28,6 +28,12 @@ pub enum AppError {
     /// The request body is larger than the route accepts.
     #[error("the request body is too large")]
     PayloadTooLarge,
+    /// The client did not send the body within `server.body_timeout`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
+    /// The request did not finish within `server.request_timeout`.
+    #[error("the request took too long; try again later")]
+    GatewayTimeout,
     /// The route exists but not for this method.
     #[error("this route does not accept that method")]
     MethodNotAllowed,
@@ -71,6 +77,8 @@ impl AppError {
             Self::InvalidRequest(_) => "ERR_INVALID_REQUEST",
             Self::Decrypt(_) => "ERR_DECRYPT_FAILED",
             Self::PayloadTooLarge => "ERR_PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout => "ERR_REQUEST_TIMEOUT",
+            Self::GatewayTimeout => "ERR_GATEWAY_TIMEOUT",
             Self::MethodNotAllowed => "ERR_METHOD_NOT_ALLOWED",
             Self::NotAMember => "ERR_NOT_A_MEMBER",
             Self::NotAuthor => "ERR_FORBIDDEN",
@@ -91,6 +99,8 @@ impl AppError {
             Self::NotAMember | Self::NotAuthor | Self::BadPushSignature => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ContentRisky => StatusCode::UNPROCESSABLE_ENTITY,
             Self::AdminUnauthorized => StatusCode::UNAUTHORIZED,
@@ -218,9 +228,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(AppError::PayloadTooLarge),
+            Err(e) if is_body_timeout(&e) => Err(AppError::RequestTimeout),
             Err(e) => Err(AppError::InvalidRequest(json_rejection(&e))),
         }
     }
+}
+
+/// Whether `e` (or anything in its source chain) is the body-read deadline
+/// of `server.body_timeout` running out.
+pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 fn json_rejection(e: &JsonRejection) -> String {

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
 use secrecy::ExposeSecret;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::app::{AppState, FAKE_WECHAT_PATH, Shared, router};
 use crate::clock::Clock;
-use crate::config::{Config, DataStoreKind, StoreKind};
+use crate::config::{Config, DataStoreKind, ServerConfig, StoreKind};
 use crate::notices::{CachedNoticeStore, MemoryNoticeStore, MongoNoticeStore, NoticeStore};
 use crate::pk::{CachedPkStore, MemoryPkStore, MongoPkStore, PkStore};
 use crate::session::store::{
@@ -47,12 +48,9 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     local_addr: SocketAddr,
-    grace: Duration,
+    server: ServerConfig,
     tls: Option<Arc<ReloadableCert>>,
 }
-
-/// How long a client may take to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Application {
     /// Bind the listener and assemble stores, WeChat client and routes.
@@ -122,6 +120,8 @@ impl Application {
             ),
         };
         let mut session_config = config.session_config();
+        // One body limit for every route, the token login included.
+        session_config.max_login_body = config.server.max_body;
         // The admin routes carry their own bearer token, not a user's.
         session_config.ignore.push("/admin/*".into());
         if fake.is_some() {
@@ -145,7 +145,15 @@ impl Application {
             clock,
             trusted_proxies: config.server.trusted_proxies.clone().into(),
         });
-        let router = router(state, &config.server.base_path, fake);
+        let router = router(state, &config.server, fake);
+        if config.server.request_timeout <= config.wechat.timeout {
+            tracing::warn!(
+                request_timeout = ?config.server.request_timeout,
+                wechat_timeout = ?config.wechat.timeout,
+                "server.request_timeout does not outlast wechat.timeout: a slow login will be cut \
+                 after WeChat spent its code"
+            );
+        }
         tracing::info!(
             %local_addr,
             mode = ?config.mode,
@@ -153,7 +161,7 @@ impl Application {
             fake_wechat = config.wechat.fake,
             "gateway built"
         );
-        Ok(Self { listener, router, local_addr, grace: config.server.shutdown_grace, tls })
+        Ok(Self { listener, router, local_addr, server: config.server, tls })
     }
 
     /// The bound address (the real port when the config asked for port 0).
@@ -177,95 +185,281 @@ impl Application {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         crate::tls::reload_on_sighup(self.tls.clone());
-        if let Some(certs) = self.tls.clone() {
-            return self.serve_tls(certs, signal).await;
-        }
-        let stopping = Arc::new(tokio::sync::Notify::new());
-        let notify = stopping.clone();
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
-            signal.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            notify.notify_one();
+        let acceptor = match &self.tls {
+            Some(certs) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(certs.clone())
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            )),
+            None => None,
+        };
+        serve_connections(self.listener, self.router, acceptor, &self.server, signal).await;
+        Ok(())
+    }
+}
+
+/// How long a connection with nothing in flight may take to close on its own
+/// once it has been asked to (idle timeout or shutdown) before it is dropped:
+/// time to flush the last response, not to wait for a slow client.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// The longest pause after a failed `accept()` (e.g. EMFILE).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// At most one "accept failed" warning per this interval.
+const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the accept loop tells its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Serve as usual.
+    Serving,
+    /// Shutting down: finish in-flight requests, close everything else now.
+    Draining,
+    /// The grace period is over: close at once.
+    Closing,
+}
+
+/// The one accept loop, plain or TLS: at most `server.max_connections`
+/// connections (a permit is taken before `accept()`, so excess clients wait
+/// in the listen queue), HTTP/1.1 or h2 with hyper's timers on. On `signal`
+/// it stops accepting, closes idle and half-sent connections at once and
+/// gives in-flight requests up to `server.shutdown_grace`.
+async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    server: &ServerConfig,
+    signal: impl Future<Output = ()> + Send + 'static,
+) {
+    let builder = Arc::new(http_builder(server));
+    let limits = ConnLimits {
+        header_read_timeout: server.header_read_timeout,
+        idle_timeout: server.idle_timeout,
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
+    let (phase, _) = tokio::sync::watch::channel(Phase::Serving);
+    let mut failures = AcceptFailures::default();
+    tokio::pin!(signal);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut signal => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut signal => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(conn) => {
+                failures.reset();
+                conn
+            }
+            Err(e) => {
+                // e.g. EMFILE: back off instead of spinning (the permit is
+                // returned meanwhile); log once per interval, not per try.
+                let pause = failures.failed(&e);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = &mut signal => break,
+                }
+            }
+        };
+        let conn = Conn {
+            builder: builder.clone(),
+            router: router.clone(),
+            peer,
+            limits,
+            phase: phase.subscribe(),
+        };
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => conn.serve(tcp).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp));
+                    match handshake.await {
+                        Ok(Ok(stream)) => conn.serve(stream).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
         });
-        let grace = self.grace;
-        tokio::select! {
-            result = server.into_future() => result,
-            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(?grace, "grace period over; closing remaining connections");
-                Ok(())
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    drop(listener);
+    phase.send_replace(Phase::Draining);
+    let grace = server.shutdown_grace;
+    // Every connection holds a permit: all of them back means all closed.
+    let all = u32::try_from(server.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, permits.acquire_many(all)).await.is_err() {
+        tracing::warn!(?grace, "grace period over; closing remaining connections");
+        phase.send_replace(Phase::Closing);
+    }
+}
+
+/// hyper's connection builder with the `[server]` timers and limits.
+fn http_builder(server: &ServerConfig) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    use hyper_util::rt::TokioTimer;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(server.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(server.h2_keepalive_interval)
+        .keep_alive_timeout(server.h2_keepalive_timeout)
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// The per-connection timeouts the accept loop enforces itself.
+#[derive(Clone, Copy, Debug)]
+struct ConnLimits {
+    /// Until its first request, a connection must deliver one within this.
+    header_read_timeout: Duration,
+    /// After that, it may sit with nothing in flight for this long.
+    idle_timeout: Duration,
+}
+
+/// One accepted connection, before its IO is known (plain or TLS).
+struct Conn {
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    router: Router,
+    peer: SocketAddr,
+    limits: ConnLimits,
+    phase: tokio::sync::watch::Receiver<Phase>,
+}
+
+impl Conn {
+    /// Serve `io` until the client closes it, it stays idle too long, or
+    /// shutdown closes it.
+    async fn serve<I>(mut self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        use http_body_util::BodyExt;
+        // Requests in flight on this connection: counted from the call of
+        // the service until hyper drops the response body (fully written).
+        let (in_flight, mut activity) = tokio::sync::watch::channel(0usize);
+        let in_flight = Arc::new(in_flight);
+        let (router, peer) = (self.router.clone(), self.peer);
+        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            let guard = InFlight::enter(in_flight.clone());
+            // The session layer and the access log read the peer from here.
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let router = router.clone();
+            async move {
+                let response = tower::ServiceExt::oneshot(router, request).await;
+                response.map(|r| {
+                    r.map(move |body| {
+                        axum::body::Body::new(body.map_frame(move |frame| {
+                            let _in_flight = &guard;
+                            frame
+                        }))
+                    })
+                })
+            }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let mut served = false;
+        let mut closing = false;
+        loop {
+            let busy = *activity.borrow_and_update() > 0;
+            served |= busy;
+            let phase = *self.phase.borrow_and_update();
+            if phase == Phase::Closing {
+                return;
+            }
+            if phase == Phase::Draining && !closing {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            let wait = match (busy, closing, served) {
+                (true, _, _) => None,
+                (false, true, _) => Some(CLOSE_LINGER),
+                (false, false, true) => Some(self.limits.idle_timeout),
+                (false, false, false) => Some(self.limits.header_read_timeout),
+            };
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                Ok(()) = activity.changed() => {}
+                Ok(()) = self.phase.changed() => {}
+                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                    if closing {
+                        return;
+                    }
+                    tracing::debug!(%peer, served, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
         }
     }
 }
 
-impl Application {
-    /// The HTTPS accept loop: TLS handshake (bounded), then HTTP/1.1 or h2 as
-    /// ALPN chose; on `signal` stop accepting and drain within the grace period.
-    async fn serve_tls(
-        self,
-        certs: Arc<ReloadableCert>,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        use hyper_util::server::conn::auto::Builder;
-        use hyper_util::server::graceful::GracefulShutdown;
-        use hyper_util::service::TowerToHyperService;
+/// Counts one request in flight on a connection while it lives.
+struct InFlight(Arc<tokio::sync::watch::Sender<usize>>);
 
-        let config = crate::tls::server_config(certs.clone())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let graceful = GracefulShutdown::new();
-        let builder = Builder::new(TokioExecutor::new());
-        tokio::pin!(signal);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // e.g. EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut signal => break,
-            };
-            let acceptor = acceptor.clone();
-            let service = self.router.clone().layer(axum::Extension(ConnectInfo(peer)));
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let stream =
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                let connection = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
+impl InFlight {
+    fn enter(counter: Arc<tokio::sync::watch::Sender<usize>>) -> Self {
+        counter.send_modify(|n| *n += 1);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Back-off and log suppression for failing `accept()` calls.
+#[derive(Default)]
+struct AcceptFailures {
+    pause: Duration,
+    last_warned: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl AcceptFailures {
+    /// A failure: how long to pause (doubling up to [`ACCEPT_BACKOFF_MAX`]);
+    /// warns at most once per [`ACCEPT_WARN_INTERVAL`].
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.pause = (self.pause * 2).clamp(Duration::from_millis(10), ACCEPT_BACKOFF_MAX);
+        match self.last_warned {
+            Some(at) if at.elapsed() < ACCEPT_WARN_INTERVAL => self.suppressed += 1,
+            _ => {
+                tracing::warn!(
+                    error = %e,
+                    suppressed = self.suppressed,
+                    "accept failed; backing off (new connections wait in the listen queue)"
                 );
-                if let Err(e) = watcher.watch(connection.into_owned()).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
-        }
-        tracing::info!("shutting down: draining in-flight requests");
-        drop(self.listener);
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(self.grace) => {
-                tracing::warn!(grace = ?self.grace, "grace period over; closing remaining connections");
+                self.last_warned = Some(std::time::Instant::now());
+                self.suppressed = 0;
             }
         }
-        Ok(())
+        self.pause
+    }
+
+    /// A success: the next failure starts from the shortest pause.
+    fn reset(&mut self) {
+        self.pause = Duration::ZERO;
     }
 }
 

@@ -156,6 +156,9 @@ where
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return SessionError::BodyTooLarge(limit).into_response();
         }
+        Err(e) if crate::error::is_body_timeout(&*e) => {
+            return crate::error::AppError::RequestTimeout.into_response();
+        }
         Err(_) => {
             return SessionError::InvalidRequest("the login body could not be read".into())
                 .into_response();
