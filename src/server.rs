@@ -348,9 +348,10 @@ impl Conn {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         use http_body_util::BodyExt;
-        // Requests in flight on this connection: counted from the call of
-        // the service until hyper drops the response body (fully written).
-        let (in_flight, mut activity) = tokio::sync::watch::channel(0usize);
+        // Requests in flight on this connection (counted from the call of
+        // the service until hyper drops the response body, fully written)
+        // and requests started on it.
+        let (in_flight, mut activity) = tokio::sync::watch::channel((0usize, 0u64));
         let in_flight = Arc::new(in_flight);
         let (router, peer) = (self.router.clone(), self.peer);
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
@@ -372,11 +373,10 @@ impl Conn {
         });
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let mut served = false;
         let mut closing = false;
         loop {
-            let busy = *activity.borrow_and_update() > 0;
-            served |= busy;
+            let (in_flight, started) = *activity.borrow_and_update();
+            let (busy, served) = (in_flight > 0, started > 0);
             let phase = *self.phase.borrow_and_update();
             if phase == Phase::Closing {
                 return;
@@ -413,19 +413,25 @@ impl Conn {
     }
 }
 
+/// A connection's (requests in flight, requests started).
+type Activity = tokio::sync::watch::Sender<(usize, u64)>;
+
 /// Counts one request in flight on a connection while it lives.
-struct InFlight(Arc<tokio::sync::watch::Sender<usize>>);
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn enter(counter: Arc<tokio::sync::watch::Sender<usize>>) -> Self {
-        counter.send_modify(|n| *n += 1);
+    fn enter(counter: Arc<Activity>) -> Self {
+        counter.send_modify(|(n, started)| {
+            *n += 1;
+            *started = started.saturating_add(1);
+        });
         Self(counter)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.send_modify(|(n, _)| *n = n.saturating_sub(1));
     }
 }
 
