@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
 use serde_json::json;
 use support::app::{AppOptions, spawn_app};
 use weapp_gateway::config::Config;
@@ -148,6 +150,15 @@ async fn bad_or_missing_certificates_fail_at_start_with_a_clear_message() {
 
 /// The DER of the certificate the server presents.
 async fn presented_cert(port: u16, roots: &[&TestCert]) -> Vec<u8> {
+    let tls = tls_connect(port, roots).await;
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// A TLS connection (HTTP/1.1 by ALPN) trusting `roots`, handshake done.
+async fn tls_connect(
+    port: u16,
+    roots: &[&TestCert],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
         store.add(rustls::pki_types::CertificateDer::from(r.der.clone())).unwrap();
@@ -159,11 +170,84 @@ async fn presented_cert(port: u16, roots: &[&TestCert]) -> Vec<u8> {
     .unwrap()
     .with_root_certificates(store)
     .with_no_client_auth();
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
-    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Read until the peer closes or `limit` passes: when it closed, and what it sent.
+async fn wait_closed<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> (Option<Duration>, String) {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => return (None, String::from_utf8_lossy(&seen).into_owned()),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (Some(started.elapsed()), String::from_utf8_lossy(&seen).into_owned());
+            }
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_clients_after_the_handshake_are_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert("slow.test");
+    let (c, k) = write_cert(dir.path(), &cert);
+    let app = spawn_app(
+        AppOptions::memory()
+            .with("server.tls", json!({"cert": c.to_string_lossy(), "key": k.to_string_lossy()}))
+            .with("server.header_read_timeout", "1s")
+            .with("server.idle_timeout", "30s"),
+    )
+    .await;
+    let port = app.addr.port();
+    let in_time = |closed: Option<Duration>| closed.is_some_and(|c| c < Duration::from_secs(3));
+
+    // A TCP connection that never starts the handshake.
+    let mut raw = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (closed, _) = wait_closed(&mut raw, Duration::from_secs(6)).await;
+    assert!(in_time(closed), "no handshake: {closed:?}");
+
+    // Handshake done, then silence.
+    let mut idle = tls_connect(port, &[&cert]).await;
+    let (closed, _) = wait_closed(&mut idle, Duration::from_secs(6)).await;
+    assert!(in_time(closed), "idle after the handshake: {closed:?}");
+
+    // Handshake done, then one header line every 300 ms.
+    let mut slow = tls_connect(port, &[&cert]).await;
+    let started = Instant::now();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n").await.unwrap();
+    let mut closed = None;
+    let mut seen = String::new();
+    for i in 0..30 {
+        let (c, s) = wait_closed(&mut slow, Duration::from_millis(300)).await;
+        seen.push_str(&s);
+        if c.is_some() || !s.is_empty() {
+            closed = Some(started.elapsed());
+            break;
+        }
+        if slow.write_all(format!("X-Slow-{i}: aaaa\r\n").as_bytes()).await.is_err()
+            || slow.flush().await.is_err()
+        {
+            closed = Some(started.elapsed());
+            break;
+        }
+    }
+    assert!(in_time(closed), "trickled headers: {closed:?}");
+    assert!(!seen.contains("200 OK"), "a trickled request was served: {seen}");
+
+    // A prompt client is served.
+    let mut ok = tls_connect(port, &[&cert]).await;
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (_, answer) = wait_closed(&mut ok, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[tokio::test]
