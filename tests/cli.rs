@@ -383,3 +383,54 @@ fn check_config_reads_the_tls_files_too() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("server.tls.key") && stderr.contains("does not belong"), "{stderr}");
 }
+
+#[tokio::test]
+async fn sigterm_closes_slow_clients_at_once_and_gives_only_in_flight_requests_the_grace() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cmd = gateway();
+    cmd.env("WEAPP__SERVER__SHUTDOWN_GRACE", "10s")
+        .env("WEAPP__SERVER__HEADER_READ_TIMEOUT", "30s")
+        .env("WEAPP__SERVER__IDLE_TIMEOUT", "30s");
+    let (mut running, addr, _lines) = serve_logging(&mut cmd);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{addr}");
+
+    // Slow clients: an idle socket, half a request head, an idle keep-alive.
+    let idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Slow: ").await.unwrap();
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // An in-flight request that takes 2 s (the embedded fake's delay fault).
+    let faults = http.post(format!("{base}/__wechat/dev/faults")).json(&json!({"delay_ms": 2000}));
+    assert_eq!(faults.send().await.unwrap().status(), 200);
+    let slow = tokio::spawn({
+        let url = format!("{base}/__wechat/sns/jscode2session?appid=x&secret=y&js_code=z");
+        let http = http.clone();
+        async move { http.get(url).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    signal(&running.0, "-TERM");
+    let exit = loop {
+        if let Some(exit) = running.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = started.elapsed();
+    assert!(exit.success(), "exit status {exit}");
+    // The in-flight request was answered, and nothing else held the exit:
+    // it came right after it (~1.7 s), far inside the 10 s grace period.
+    let answered = slow.await.unwrap();
+    assert!(answered.is_ok(), "the in-flight request was cut: {answered:?}");
+    assert!(took < Duration::from_secs(4), "SIGTERM took {took:?} with slow clients open");
+    drop((idle, half, kept));
+}
