@@ -434,3 +434,40 @@ async fn sigterm_closes_slow_clients_at_once_and_gives_only_in_flight_requests_t
     assert!(took < Duration::from_secs(4), "SIGTERM took {took:?} with slow clients open");
     drop((idle, half, kept));
 }
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_logs_once_and_recovers() {
+    // A low descriptor limit, so a few dozen connections exhaust it.
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["-c", &format!("ulimit -n 64 && exec {BIN} \"$@\""), "sh"]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WEAPP__") {
+            cmd.env_remove(k);
+        }
+    }
+    let (mut running, addr, lines) = serve_logging(&mut cmd);
+    let mut hogs = Vec::new();
+    for _ in 0..80 {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Ok(s) => hogs.push(s),
+            Err(_) => break,
+        }
+    }
+    // Out of descriptors for 3 s: accept() fails over and over.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(running.0.try_wait().unwrap().is_none(), "the gateway died out of descriptors");
+    drop(hogs);
+    // Once descriptors are free again, a request is served promptly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+    let started = Instant::now();
+    let health = http.get(format!("http://{addr}/healthz")).send().await.expect("served again");
+    assert_eq!(health.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    stops_cleanly_on_sigterm(&mut running.0);
+    let logged: Vec<String> = lines.iter().collect();
+    let failures = logged.iter().filter(|l| l.contains("Too many open files")).count();
+    assert!(failures >= 1, "EMFILE never hit: {logged:?}");
+    assert!(failures <= 1, "accept errors logged {failures} times in 3 s: {logged:?}");
+}
