@@ -711,6 +711,32 @@ mod tests {
     }
 
     #[test]
+    fn server_limits_have_defaults_and_refuse_values_that_switch_them_off() {
+        let c = Config::from_figment(base()).unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.request_timeout, Duration::from_secs(25));
+        assert!(c.server.request_timeout > c.wechat.timeout);
+        assert_eq!(c.server.max_body, 32 * 1024);
+        assert_eq!(c.server.max_connections, 10_000);
+        for (key, value) in [
+            ("server.header_read_timeout", Value::from("0s")),
+            ("server.idle_timeout", Value::from("0s")),
+            ("server.h2_keepalive_interval", Value::from("0s")),
+            ("server.h2_keepalive_timeout", Value::from("0s")),
+            ("server.body_timeout", Value::from("0s")),
+            ("server.request_timeout", Value::from("0s")),
+            ("server.max_body", Value::from(0)),
+            ("server.max_connections", Value::from(0)),
+            ("server.max_header_bytes", Value::from(4096)),
+        ] {
+            let e = Config::from_figment(base().merge(Serialized::default(key, value)))
+                .expect_err(key)
+                .to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn l1_is_off_by_default_and_one_second_when_on() {
         let c = Config::from_figment(base()).unwrap();
         assert_eq!(c.session_config().l1, None);
