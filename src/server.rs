@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use secrecy::ExposeSecret;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::app::{AppState, FAKE_WECHAT_PATH, Shared, router};

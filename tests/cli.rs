@@ -403,7 +403,8 @@ async fn sigterm_closes_slow_clients_at_once_and_gives_only_in_flight_requests_t
     let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
     let mut buf = [0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf)).await.unwrap().unwrap();
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf)).await.unwrap().unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
     // An in-flight request that takes 2 s (the embedded fake's delay fault).
@@ -439,8 +440,11 @@ async fn sigterm_closes_slow_clients_at_once_and_gives_only_in_flight_requests_t
 async fn out_of_file_descriptors_the_accept_loop_backs_off_logs_once_and_recovers() {
     // A low descriptor limit, so a few dozen connections exhaust it.
     let mut cmd = Command::new("sh");
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["-c", &format!("ulimit -n 64 && exec {BIN} \"$@\""), "sh"]);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+        "-c",
+        &format!("ulimit -n 64 && exec {BIN} \"$@\""),
+        "sh",
+    ]);
     for (k, _) in std::env::vars() {
         if k.starts_with("WEAPP__") {
             cmd.env_remove(k);
@@ -460,7 +464,8 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_logs_once_and_recover
     drop(hogs);
     // Once descriptors are free again, a request is served promptly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+    let http =
+        reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
     let started = Instant::now();
     let health = http.get(format!("http://{addr}/healthz")).send().await.expect("served again");
     assert_eq!(health.status(), 200);

@@ -179,7 +179,10 @@ async fn tls_connect(
 }
 
 /// Read until the peer closes or `limit` passes: when it closed, and what it sent.
-async fn wait_closed<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> (Option<Duration>, String) {
+async fn wait_closed<S: AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> (Option<Duration>, String) {
     let started = Instant::now();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];

@@ -18,7 +18,10 @@ const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n";
 
 /// Read until the peer closes (EOF or reset) or `limit` passes. Returns when
 /// it closed (None: still open at `limit`) and everything read.
-async fn wait_closed<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> (Option<Duration>, String) {
+async fn wait_closed<S: AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> (Option<Duration>, String) {
     let started = Instant::now();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -44,7 +47,11 @@ async fn read_response<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Stri
         if let Some(end) = text.find("\r\n\r\n") {
             let length = text[..end]
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(0);
             if seen.len() >= end + 4 + length {
@@ -161,11 +168,9 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_trickled_body_gets_the_408_envelope() {
-    let app = app_with(&[
-        ("server.body_timeout", json!("1s")),
-        ("server.request_timeout", json!("10s")),
-    ])
-    .await;
+    let app =
+        app_with(&[("server.body_timeout", json!("1s")), ("server.request_timeout", json!("10s"))])
+            .await;
     let user = app.user("o_slow_body", "slow").await;
     let login = "POST /applet/session/login HTTP/1.1\r\nHost: gw\r\n\
                  Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
@@ -260,7 +265,11 @@ async fn an_oversized_body_gets_413_on_every_route() {
     let a = app.post("/applet/notices", &[user.auth()], &json!({"content": big})).await;
     assert_eq!((a.status, a.reason()), (413, Some("ERR_PAYLOAD_TOO_LARGE")), "{:?}", a.body);
     let a = app
-        .post("/applet/open-data/decrypt", &[user.auth()], &json!({"encryptedData": big, "iv": "x"}))
+        .post(
+            "/applet/open-data/decrypt",
+            &[user.auth()],
+            &json!({"encryptedData": big, "iv": "x"}),
+        )
         .await;
     assert_eq!((a.status, a.reason()), (413, Some("ERR_PAYLOAD_TOO_LARGE")), "{:?}", a.body);
     // Under the limit, the same routes still work.
@@ -272,7 +281,8 @@ async fn an_oversized_body_gets_413_on_every_route() {
 async fn an_oversized_header_block_is_refused_not_buffered() {
     let app = app_with(&[("server.max_header_bytes", json!(16 * 1024))]).await;
     let mut s = TcpStream::connect(app.addr).await.unwrap();
-    let head = format!("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n", "a".repeat(40 * 1024));
+    let head =
+        format!("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n", "a".repeat(40 * 1024));
     // The server may stop reading (and reset) before all of it is written.
     let _ = s.write_all(head.as_bytes()).await;
     let (closed, seen) = wait_closed(&mut s, Duration::from_secs(5)).await;
@@ -281,7 +291,8 @@ async fn an_oversized_header_block_is_refused_not_buffered() {
     assert!(seen.is_empty() || status_of(&seen) == 431, "{seen}");
     // Headers under the limit are fine.
     let mut s = TcpStream::connect(app.addr).await.unwrap();
-    let head = format!("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n", "a".repeat(8 * 1024));
+    let head =
+        format!("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n", "a".repeat(8 * 1024));
     s.write_all(head.as_bytes()).await.unwrap();
     assert_eq!(status_of(&read_response(&mut s, Duration::from_secs(5)).await), 200);
 }
