@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 /// `AppError`, the handlers' error envelope, and envelope-speaking extractors.
 pub mod error;
+pub mod limits;
 /// WeChat message push verification.
 pub mod message;
 /// MongoDB connection, config and indexes for the business data stores.
@@ -29,4 +30,5 @@ pub mod session;
 pub mod snapshot;
 /// Native HTTPS: certificates, ALPN, reload on SIGHUP.
 pub mod tls;
+pub mod text;
 pub mod wechat;
