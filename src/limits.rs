@@ -104,6 +104,15 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static> Limiter<K> {
         Ok(())
     }
 
+    /// Give back one hit of `key` (the counted request failed for the
+    /// gateway's reasons, e.g. the store was down).
+    pub fn refund(&self, key: &K) {
+        if let Some(window) = self.windows.get(key) {
+            let mut w = window.lock().unwrap_or_else(PoisonError::into_inner);
+            w.count = w.count.saturating_sub(1);
+        }
+    }
+
     /// How long `key` must wait when it has used its limit; counts nothing.
     pub fn blocked(&self, key: &K, now: DateTime<Utc>) -> Option<Duration> {
         let window = self.windows.get(key)?;
@@ -188,6 +197,9 @@ mod tests {
         assert_eq!(l.hit(&k, t0 + chrono::Duration::seconds(10)), Err(Duration::from_secs(50)));
         assert_eq!(l.blocked(&k, t0), Some(Duration::from_secs(60)));
         assert!(l.hit(&"other".to_owned(), t0).is_ok());
+        l.refund(&k);
+        assert!(l.hit(&k, t0 + chrono::Duration::seconds(10)).is_ok());
+        assert!(l.hit(&k, t0 + chrono::Duration::seconds(10)).is_err());
         assert!(l.hit(&k, t0 + chrono::Duration::seconds(60)).is_ok());
     }
 

@@ -119,7 +119,8 @@ async fn post_allowed(state: &AppState, openid: &str) -> Result<(), AppError> {
     let now = state.clock.now();
     spend(&state.limits.posts, "notice posts this minute", openid, now)?;
     let (start, end) = day_bounds(state.limits.tz, now);
-    let today = state.notices.count_by_author_since(openid, start).await?;
+    let today = state.notices.count_by_author_since(openid, start).await;
+    let today = refund_on_storage_error(today, || state.limits.posts.refund(&openid.to_owned()))?;
     if today >= u64::from(state.limits.posts_per_day) {
         return Err(AppError::TooManyRequests {
             what: "notice posts today",
@@ -127,6 +128,19 @@ async fn post_allowed(state: &AppState, openid: &str) -> Result<(), AppError> {
         });
     }
     Ok(())
+}
+
+/// `result`, after giving the caller's quota back (`refund`) when the store
+/// failed: an outage must not use up anyone's posts or edits.
+fn refund_on_storage_error<T, E: Into<AppError>>(
+    result: Result<T, E>,
+    refund: impl FnOnce(),
+) -> Result<T, AppError> {
+    let result = result.map_err(Into::into);
+    if matches!(result, Err(AppError::Storage(_))) {
+        refund();
+    }
+    result
 }
 
 /// The per-minute and daily edit limits of `openid` (this instance).
@@ -193,7 +207,7 @@ pub async fn create(
     post_allowed(&state, session.openid()).await?;
     content_check(&state, session.openid(), &content).await?;
     let (nick, avatar) = profile(&session);
-    let notice = state
+    let inserted = state
         .notices
         .insert(NewNotice {
             author_openid: session.openid().to_owned(),
@@ -204,7 +218,10 @@ pub async fn create(
             visibility: body.visibility.unwrap_or(Visibility::Public),
             created_at: state.clock.now(),
         })
-        .await?;
+        .await;
+    let notice = refund_on_storage_error(inserted, || {
+        state.limits.posts.refund(&session.openid().to_owned());
+    })?;
     Ok((StatusCode::CREATED, Json(notice)).into_response())
 }
 
@@ -289,17 +306,33 @@ pub async fn update(
         return Err(AppError::InvalidRequest("send `content` and/or `visibility`".into()));
     }
     edit_allowed(&state, session.openid())?;
+    let refund = || {
+        let openid = session.openid().to_owned();
+        state.limits.edits.refund(&openid);
+        state.limits.edits_daily.refund(&openid);
+    };
+    let changed = edit(&state, &session, &id, content, body.visibility).await;
+    refund_on_storage_error(changed, refund)
+}
+
+async fn edit(
+    state: &AppState,
+    session: &WxSession,
+    id: &str,
+    content: Option<String>,
+    visibility: Option<Visibility>,
+) -> Result<Json<Notice>, AppError> {
     if let Some(c) = &content {
         // Check authorship before spending a content-security call.
-        match state.notices.get(&id).await? {
+        match state.notices.get(id).await? {
             None => return Err(AppError::NotFound("notice")),
             Some(n) if n.author_openid != session.openid() => return Err(not_yours(&n)),
-            Some(_) => content_check(&state, session.openid(), c).await?,
+            Some(_) => content_check(state, session.openid(), c).await?,
         }
     }
-    let patch = NoticePatch { content, visibility: body.visibility };
-    let change = state.notices.update(&id, session.openid(), &patch).await?;
-    Ok(Json(author_result(&state, &id, change).await?))
+    let patch = NoticePatch { content, visibility };
+    let change = state.notices.update(id, session.openid(), &patch).await?;
+    Ok(Json(author_result(state, id, change).await?))
 }
 
 /// `DELETE {base}/notices/{id}`: author only.
