@@ -851,11 +851,7 @@ mod tests {
     #[test]
     fn business_limits_have_defaults_and_refuse_zero_and_bad_hosts() {
         let c = Config::from_figment(base()).unwrap();
-        assert_eq!(
-            (c.notices.posts_per_minute, c.notices.posts_per_day),
-            (5, 50),
-            "post limits"
-        );
+        assert_eq!((c.notices.posts_per_minute, c.notices.posts_per_day), (5, 50), "post limits");
         assert_eq!((c.notices.edits_per_minute, c.notices.edits_per_day), (5, 50));
         assert_eq!(c.notices.admin_failures_per_minute, 5);
         assert!(c.notices.photo_hosts.is_empty());
@@ -877,10 +873,13 @@ mod tests {
             assert!(e.contains(&format!("{key} must be greater than zero")), "{e}");
         }
         let hosts = ["img.example.com", ".cdn.example.net"];
-        let c = Config::from_figment(base().merge(Serialized::default("notices.photo_hosts", hosts)))
-            .unwrap();
+        let c =
+            Config::from_figment(base().merge(Serialized::default("notices.photo_hosts", hosts)))
+                .unwrap();
         assert_eq!(c.notices.photo_hosts, hosts);
-        for bad in ["", ".", "*.example.com", "Img.Example.com", "127.0.0.1", "https://a.com", "localhost"] {
+        for bad in
+            ["", ".", "*.example.com", "Img.Example.com", "127.0.0.1", "https://a.com", "localhost"]
+        {
             let f = base().merge(Serialized::default("notices.photo_hosts", [hosts[0], bad]));
             let e = Config::from_figment(f).unwrap_err().to_string();
             assert!(e.contains("notices.photo_hosts[1]"), "{bad}: {e}");

@@ -60,8 +60,9 @@ pub enum AppError {
         /// When the caller may try again (sent as `Retry-After`).
         retry_after: std::time::Duration,
     },
-    /// The data store did not answer within its bound.
-    #[error("the data store is unavailable; try again later")]
+    /// The data store did not answer within its bound (or, for the memory
+    /// store, is full).
+    #[error("{}", storage_message(.0))]
     Storage(DataError),
     /// A WeChat server API call failed.
     #[error("a WeChat API call failed")]
@@ -171,6 +172,13 @@ fn decrypt_message(e: &DecryptError) -> String {
         _ => format!(
             "the encrypted data is malformed ({e}); send encryptedData and iv as WeChat gave them"
         ),
+    }
+}
+
+fn storage_message(e: &DataError) -> &'static str {
+    match e {
+        DataError::Full(_) => "the data store is full; delete something or try again later",
+        _ => "the data store is unavailable; try again later",
     }
 }
 

@@ -28,7 +28,7 @@ pub mod pk;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+pub mod text;
 /// Native HTTPS: certificates, ALPN, reload on SIGHUP.
 pub mod tls;
-pub mod text;
 pub mod wechat;

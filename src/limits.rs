@@ -78,7 +78,9 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static> Limiter<K> {
 
     fn end_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self.period {
-            Period::Rolling(d) => now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
+            Period::Rolling(d) => {
+                now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+            }
             Period::Day(tz) => day_bounds(tz, now).1,
         }
     }

@@ -37,10 +37,7 @@ fn verify(state: &AppState, q: &PushQuery) -> Result<(), AppError> {
     // replayed later is refused by its age.
     let skew = state.limits.message_max_clock_skew;
     let now = state.clock.now().timestamp();
-    let fresh = q
-        .timestamp
-        .parse::<i64>()
-        .is_ok_and(|ts| now.abs_diff(ts) <= skew.as_secs());
+    let fresh = q.timestamp.parse::<i64>().is_ok_and(|ts| now.abs_diff(ts) <= skew.as_secs());
     if fresh { Ok(()) } else { Err(AppError::StalePush(skew.as_secs())) }
 }
 

@@ -279,8 +279,14 @@ async fn data_stores(
 ) -> Result<(Arc<dyn PkStore>, Arc<dyn NoticeStore>), StartError> {
     match config.data.store {
         DataStoreKind::Memory => Ok((
-            with_board_cache(config, MemoryPkStore::with_capacity(config.data.memory_max_pk_records)),
-            with_feed_cache(config, MemoryNoticeStore::with_capacity(config.data.memory_max_notices)),
+            with_board_cache(
+                config,
+                MemoryPkStore::with_capacity(config.data.memory_max_pk_records),
+            ),
+            with_feed_cache(
+                config,
+                MemoryNoticeStore::with_capacity(config.data.memory_max_notices),
+            ),
         )),
         DataStoreKind::Mongodb => {
             let db = crate::mongo::connect(&config.mongodb)

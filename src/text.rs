@@ -150,9 +150,18 @@ mod tests {
 
     #[test]
     fn photo_urls_are_normalised_or_refused() {
-        assert_eq!(photo_url("HTTPS://Example.COM/a.png", &[]).unwrap(), "https://example.com/a.png");
-        assert_eq!(photo_url("https://example.com:443/a.png", &[]).unwrap(), "https://example.com/a.png");
-        assert_eq!(photo_url("https://例子.测试/a.png", &[]).unwrap(), "https://xn--fsqu00a.xn--0zwm56d/a.png");
+        assert_eq!(
+            photo_url("HTTPS://Example.COM/a.png", &[]).unwrap(),
+            "https://example.com/a.png"
+        );
+        assert_eq!(
+            photo_url("https://example.com:443/a.png", &[]).unwrap(),
+            "https://example.com/a.png"
+        );
+        assert_eq!(
+            photo_url("https://例子.测试/a.png", &[]).unwrap(),
+            "https://xn--fsqu00a.xn--0zwm56d/a.png"
+        );
         for bad in [
             "https:///a.png",
             "https:a.png",
@@ -198,7 +207,17 @@ mod tests {
         assert_eq!(content("a\r\nb\n").unwrap(), "a\nb\n");
         assert_eq!(content("\u{feff}a\u{200b}b\u{2060}").unwrap(), "ab");
         assert_eq!(content("👨\u{200d}👩").unwrap(), "👨\u{200d}👩");
-        for bad in ["a\0b", "a\u{1b}[31m", "a\tb", "a\rb", "a\u{7f}", "a\u{85}", "a\u{202e}b", "a\u{2066}b", "a\u{200f}"] {
+        for bad in [
+            "a\0b",
+            "a\u{1b}[31m",
+            "a\tb",
+            "a\rb",
+            "a\u{7f}",
+            "a\u{85}",
+            "a\u{202e}b",
+            "a\u{2066}b",
+            "a\u{200f}",
+        ] {
             assert!(content(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -6,9 +6,9 @@ mod support;
 
 use chrono::{TimeZone, Utc};
 use serde_json::json;
-use weapp_gateway::clock::Clock;
 use sha1::{Digest, Sha1};
 use support::app::{AppOptions, TestApp, spawn_app};
+use weapp_gateway::clock::Clock;
 
 const TOKEN: &str = "pushtoken";
 const CHECK: &str = "/applet/message/check";
@@ -52,11 +52,8 @@ async fn raw(r: reqwest::RequestBuilder) -> Raw {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let nosniff = r
-        .headers()
-        .get("x-content-type-options")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let nosniff =
+        r.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()).map(str::to_owned);
     Raw { status, content_type, nosniff, text: r.text().await.expect("body") }
 }
 
@@ -269,8 +266,8 @@ async fn without_a_message_token_the_route_is_not_found() {
 
 #[tokio::test]
 async fn a_signed_push_outside_the_clock_skew_is_refused_and_not_processed() {
-    let app = push_app_with(AppOptions::redis("push_stale").with("message.max_clock_skew", "5m"))
-        .await;
+    let app =
+        push_app_with(AppOptions::redis("push_stale").with("message.max_clock_skew", "5m")).await;
     let nonce = "n0nce42";
     let signed = |ts: &str| [signature(TOKEN, ts, nonce), ts.to_owned()];
     // At the edges of ±5 minutes: accepted.

@@ -358,7 +358,8 @@ macro_rules! contract {
 }
 
 async fn count_by_author_since_counts_the_authors_notices_from_then_on(store: Store) {
-    for (author, secs) in [("alice", -1), ("alice", 0), ("alice", 30), ("bob", 10), ("alice", 3600)] {
+    for (author, secs) in [("alice", -1), ("alice", 0), ("alice", 30), ("bob", 10), ("alice", 3600)]
+    {
         let mut new = new_notice(author, &format!("{author}{secs}"), Visibility::Public);
         new.created_at = t(secs);
         store.insert(new).await.unwrap();

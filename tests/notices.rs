@@ -896,9 +896,13 @@ async fn a_user_posting_in_a_loop_is_refused_after_the_limit_and_others_are_not(
     let alice = app.user("o_alice_flood", "alice").await;
     let bob = app.user("o_bob_flood", "bob").await;
     for i in 0..12 {
-        let (status, retry, body) =
-            send_raw(&app, "/applet/notices", &[alice.auth()], &json!({"content": format!("n{i}")}))
-                .await;
+        let (status, retry, body) = send_raw(
+            &app,
+            "/applet/notices",
+            &[alice.auth()],
+            &json!({"content": format!("n{i}")}),
+        )
+        .await;
         if i < 5 {
             assert_eq!((status, retry), (201, None), "post {i}: {body}");
         } else {
@@ -984,7 +988,8 @@ async fn edits_are_limited_per_user_per_minute_and_per_day() {
         assert_eq!(e.status, 200, "{:?}", e.body);
     }
     // A third edit in the minute, of content or visibility: 429, nothing changed.
-    let (status, retry, body) = patch_raw(&app, &path, &alice, &json!({"visibility": "private"})).await;
+    let (status, retry, body) =
+        patch_raw(&app, &path, &alice, &json!({"visibility": "private"})).await;
     assert_eq!((status, retry), (429, Some(60)), "{body}");
     assert_eq!(body["reason"], "ERR_TOO_MANY_REQUESTS");
     // Bob's own edits are not alice's.
@@ -998,13 +1003,21 @@ async fn edits_are_limited_per_user_per_minute_and_per_day() {
     let (status, retry, body) = patch_raw(&app, &path, &alice, &edit("v4")).await;
     assert_eq!((status, retry), (429, Some(12 * 3600 - 120)), "{body}");
     let m = mine(&app, &alice, "").await;
-    assert_eq!((m.body["notices"][0]["content"].as_str(), m.body["notices"][0]["visibility"].as_str()), (Some("v3"), Some("public")));
+    assert_eq!(
+        (m.body["notices"][0]["content"].as_str(), m.body["notices"][0]["visibility"].as_str()),
+        (Some("v3"), Some("public"))
+    );
     now.fetch_add(12 * 3600, Ordering::SeqCst);
     assert_eq!(app.patch(&path, &[alice.auth()], &edit("v5")).await.status, 200);
 }
 
 /// PATCH `body` to `path` as `user`: status, `Retry-After`, JSON body.
-async fn patch_raw(app: &TestApp, path: &str, user: &User, body: &Value) -> (u16, Option<u64>, Value) {
+async fn patch_raw(
+    app: &TestApp,
+    path: &str,
+    user: &User,
+    body: &Value,
+) -> (u16, Option<u64>, Value) {
     let r = app
         .http
         .patch(format!("{}{path}", app.base))
@@ -1020,8 +1033,8 @@ async fn patch_raw(app: &TestApp, path: &str, user: &User, body: &Value) -> (u16
 
 #[tokio::test]
 async fn the_memory_notice_store_refuses_posts_past_its_capacity() {
-    let app = spawn_app(roomy(AppOptions::redis("notice_cap")).with("data.memory_max_notices", 3))
-        .await;
+    let app =
+        spawn_app(roomy(AppOptions::redis("notice_cap")).with("data.memory_max_notices", 3)).await;
     let alice = app.user("o_alice_cap", "alice").await;
     let bob = app.user("o_bob_cap", "bob").await;
     let first = posted(&app, &alice, json!({"content": "1"})).await;
@@ -1050,9 +1063,8 @@ async fn failed_admin_attempts_lock_the_address_out_and_no_other() {
     let alice = app.user("o_alice_admin_lock", "alice").await;
     let id = posted(&app, &alice, json!({"content": "target"})).await;
     let path = format!("/admin/notices/{id}/ban");
-    let from = |ip: &'static str, token: &'static str| {
-        [("X-Forwarded-For", ip), ("Authorization", token)]
-    };
+    let from =
+        |ip: &'static str, token: &'static str| [("X-Forwarded-For", ip), ("Authorization", token)];
     for i in 0..5 {
         let (status, _, body) =
             send_raw(&app, &path, &from("203.0.113.7", "Bearer wrong"), &Value::Null).await;
@@ -1066,9 +1078,10 @@ async fn failed_admin_attempts_lock_the_address_out_and_no_other() {
         assert_eq!(body["reason"], "ERR_TOO_MANY_REQUESTS", "{body}");
         assert!(retry.is_some_and(|r| (1..=60).contains(&r)), "Retry-After {retry:?}");
     }
-    assert_eq!(ids(&feed(&app, "").await), [id.clone()], "nothing was banned");
+    assert_eq!(ids(&feed(&app, "").await), [id.as_str()], "nothing was banned");
     // Another address still works, and so does an IPv6 host outside the /64.
-    let (status, _, body) = send_raw(&app, &path, &from("203.0.113.8", "Bearer adm"), &Value::Null).await;
+    let (status, _, body) =
+        send_raw(&app, &path, &from("203.0.113.8", "Bearer adm"), &Value::Null).await;
     assert_eq!((status, body["state"].as_str()), (200, Some("banned")), "{body}");
     for i in 0..5 {
         let h = from("2001:db8:1:2::7", "Bearer wrong");
@@ -1184,11 +1197,22 @@ async fn content_with_controls_or_bidi_is_refused_and_invisibles_are_stripped() 
         "mark\u{200f}",
         "arabic\u{061c}mark",
     ] {
-        assert_error(&post(&app, &alice, json!({ "content": bad })).await, 400, "ERR_INVALID_REQUEST");
-        let e = app.patch(&format!("/applet/notices/{id}"), &[alice.auth()], &json!({ "content": bad })).await;
+        assert_error(
+            &post(&app, &alice, json!({ "content": bad })).await,
+            400,
+            "ERR_INVALID_REQUEST",
+        );
+        let e = app
+            .patch(&format!("/applet/notices/{id}"), &[alice.auth()], &json!({ "content": bad }))
+            .await;
         assert_error(&e, 400, "ERR_INVALID_REQUEST");
     }
-    let a = post(&app, &alice, json!({"content": "\u{feff}line 1\r\nline\u{200b} 2 👨\u{200d}👩\u{2060}"})).await;
+    let a = post(
+        &app,
+        &alice,
+        json!({"content": "\u{feff}line 1\r\nline\u{200b} 2 👨\u{200d}👩\u{2060}"}),
+    )
+    .await;
     assert_eq!(a.status, 201, "{:?}", a.body);
     assert_eq!(a.body["content"], "line 1\nline 2 👨\u{200d}👩");
     assert_eq!(contents(&mine(&app, &alice, "").await), ["line 1\nline 2 👨\u{200d}👩", "clean"]);
@@ -1204,7 +1228,8 @@ async fn the_profile_copied_into_notices_is_cleaned() {
     })
     .to_string();
     let sig = support::app::sign(&raw, &minted.session_key);
-    let login = app.token_login(&json!({"code": minted.code, "rawData": raw, "signature": sig})).await;
+    let login =
+        app.token_login(&json!({"code": minted.code, "rawData": raw, "signature": sig})).await;
     assert_eq!(login.status, 200, "{:?}", login.body);
     let token = login.body["token"].as_str().unwrap().to_owned();
     let a = app.post("/applet/notices", &[("X-WX-Skey", &token)], &json!({"content": "hi"})).await;
@@ -1213,9 +1238,11 @@ async fn the_profile_copied_into_notices_is_cleaned() {
     assert_eq!(a.body["authorAvatarUrl"], "");
 
     let minted = app.mint("o_profile_upper");
-    let raw = json!({"nickName": "Zoë", "avatarUrl": "HTTPS://Thirdwx.QLOGO.cn/mmopen/a/132"}).to_string();
+    let raw = json!({"nickName": "Zoë", "avatarUrl": "HTTPS://Thirdwx.QLOGO.cn/mmopen/a/132"})
+        .to_string();
     let sig = support::app::sign(&raw, &minted.session_key);
-    let login = app.token_login(&json!({"code": minted.code, "rawData": raw, "signature": sig})).await;
+    let login =
+        app.token_login(&json!({"code": minted.code, "rawData": raw, "signature": sig})).await;
     let token = login.body["token"].as_str().unwrap().to_owned();
     let a = app.post("/applet/notices", &[("X-WX-Skey", &token)], &json!({"content": "hi"})).await;
     assert_eq!(a.body["authorNickName"], "Zoë");

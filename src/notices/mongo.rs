@@ -287,7 +287,8 @@ impl NoticeStore for MongoNoticeStore {
         since: DateTime<Utc>,
     ) -> Result<u64, DataError> {
         let op = "count notices by author";
-        let filter = doc! { "author_openid": openid, "created_at": { "$gte": to_bson_time(since) } };
+        let filter =
+            doc! { "author_openid": openid, "created_at": { "$gte": to_bson_time(since) } };
         self.ready
             .run(self.op_timeout, op, async {
                 self.notices.count_documents(filter).await.map_err(|e| unavailable(op, &e))

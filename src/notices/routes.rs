@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use axum::extract::State;
-use axum::{Extension, Json};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, StatusCode};
@@ -17,8 +17,8 @@ use super::AuthorChange;
 use super::model::{NewNotice, Notice, NoticePatch, NoticeState, Visibility};
 use crate::app::AppState;
 use crate::error::{AppError, AppJson, AppPath, AppQuery};
-use crate::open_data::profile;
 use crate::limits::{Limiter, address_key, day_bounds, retry_after};
+use crate::open_data::profile;
 use crate::session::{ClientIp, WxSession};
 use crate::text;
 use chrono::{DateTime, Utc};

@@ -96,11 +96,10 @@ impl PkStore for MemoryPkStore {
         if inner.entries() >= self.capacity {
             return Err(full(self.capacity));
         }
-        inner.members.insert(key, Membership {
-            open_gid: open_gid.to_owned(),
-            openid: openid.to_owned(),
-            joined_at,
-        });
+        inner.members.insert(
+            key,
+            Membership { open_gid: open_gid.to_owned(), openid: openid.to_owned(), joined_at },
+        );
         Ok(())
     }
 

@@ -209,7 +209,9 @@ pub async fn ranking(
 ) -> Result<Json<RankingResponse>, AppError> {
     valid_gid(&gid)?;
     let date = match q.date {
-        Some(d) => ranking_date(&d, state.pk_tz, state.clock.now(), state.limits.pk_retention_days)?,
+        Some(d) => {
+            ranking_date(&d, state.pk_tz, state.clock.now(), state.limits.pk_retention_days)?
+        }
         None => date_in(state.pk_tz, state.clock.now()),
     };
     // The date was checked before any store or cache is touched.
