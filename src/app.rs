@@ -79,6 +79,8 @@ pub struct Shared {
     pub clock: Clock,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpAddr]>,
+    /// Write limits and request rules of the business routes.
+    pub limits: crate::limits::Limits,
 }
 
 impl std::fmt::Debug for AppState {

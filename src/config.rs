@@ -88,11 +88,26 @@ pub enum DataStoreKind {
 }
 
 /// `[data]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     /// `memory` or `mongodb`.
     pub store: DataStoreKind,
+    /// Most notices the memory store holds; a post past it answers 507.
+    pub memory_max_notices: u64,
+    /// Most PK step records plus memberships the memory store holds; a new
+    /// one past it answers 507.
+    pub memory_max_pk_records: u64,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            store: DataStoreKind::Memory,
+            memory_max_notices: 10_000,
+            memory_max_pk_records: 100_000,
+        }
+    }
 }
 
 /// `[pk]`.
@@ -157,21 +172,72 @@ pub struct NoticesSection {
     /// reloaded (see [`crate::notices::CachedNoticeStore`]); zero turns it off.
     #[serde(with = "humantime_serde")]
     pub feed_cache_ttl: Duration,
+    /// Notice posts per user in any rolling minute (this instance).
+    pub posts_per_minute: u32,
+    /// Notice posts per user per day in `pk.timezone` (counted in the store).
+    pub posts_per_day: u32,
+    /// Notice edits per user in any rolling minute (this instance).
+    pub edits_per_minute: u32,
+    /// Notice edits per user per day in `pk.timezone` (this instance).
+    pub edits_per_day: u32,
+    /// Failed admin-token attempts per client address in a rolling minute;
+    /// past it the address gets 429, even with the right token, until the
+    /// minute is over.
+    pub admin_failures_per_minute: u32,
+    /// Hosts photos may come from: `img.example.com` (exactly that host) or
+    /// `.example.com` (any subdomain). Empty: any DNS host.
+    pub photo_hosts: Vec<String>,
 }
 
 impl Default for NoticesSection {
     fn default() -> Self {
-        Self { content_security: false, admin_token: None, feed_cache_ttl: Duration::from_secs(1) }
+        Self {
+            content_security: false,
+            admin_token: None,
+            feed_cache_ttl: Duration::from_secs(1),
+            posts_per_minute: 5,
+            posts_per_day: 50,
+            edits_per_minute: 5,
+            edits_per_day: 50,
+            admin_failures_per_minute: 5,
+            photo_hosts: Vec::new(),
+        }
     }
 }
 
 /// `[message]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessageSection {
     /// The Token set in the mini-program's message-push settings; unset
     /// disables `{base}/message/check`.
     pub token: Option<SecretString>,
+    /// How far a push's `timestamp` may lie from the gateway's clock, either
+    /// way; older or later pushes are refused (replays).
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+}
+
+impl Default for MessageSection {
+    fn default() -> Self {
+        Self { token: None, max_clock_skew: Duration::from_secs(300) }
+    }
+}
+
+/// Fewest characters of an admin or message-push token in production mode.
+pub const MIN_PRODUCTION_TOKEN_CHARS: usize = 32;
+
+/// Why `token` is too weak for production, if it is: shorter than
+/// [`MIN_PRODUCTION_TOKEN_CHARS`], or fewer than 8 different characters.
+fn weak_token(token: &SecretString) -> Option<&'static str> {
+    let t = token.expose_secret();
+    if t.chars().count() < MIN_PRODUCTION_TOKEN_CHARS {
+        return Some("must have at least 32 characters");
+    }
+    let mut distinct: Vec<char> = t.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    (distinct.len() < 8).then_some("must be random (it repeats too few characters)")
 }
 
 /// `[server]`.
@@ -552,6 +618,17 @@ impl Config {
                      against the built-in fake WeChat, not the real one",
                 );
             }
+            for (key, token) in [
+                ("notices.admin_token", &self.notices.admin_token),
+                ("message.token", &self.message.token),
+            ] {
+                if let Some(why) = token.as_ref().and_then(weak_token) {
+                    return Err(ConfigError::Rejected(format!(
+                        "mode = \"production\": {key} {why}; generate one with \
+                         `openssl rand -hex 16`"
+                    )));
+                }
+            }
         }
         if self.wechat.fake && self.server.tls.is_some() {
             return reject(
@@ -588,6 +665,7 @@ impl Config {
             ("wechat.connect_timeout", self.wechat.connect_timeout),
             ("mongodb.op_timeout", self.mongodb.op_timeout),
             ("mongodb.connect_timeout", self.mongodb.connect_timeout),
+            ("message.max_clock_skew", self.message.max_clock_skew),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Rejected(format!("{key} must be greater than zero")));
@@ -601,6 +679,16 @@ impl Config {
                 "session.login_rate_limit.per_minute",
                 self.session.login_rate_limit.map_or(1, |l| u64::from(l.per_minute)),
             ),
+            ("data.memory_max_notices", self.data.memory_max_notices),
+            ("data.memory_max_pk_records", self.data.memory_max_pk_records),
+            ("notices.posts_per_minute", u64::from(self.notices.posts_per_minute)),
+            ("notices.posts_per_day", u64::from(self.notices.posts_per_day)),
+            ("notices.edits_per_minute", u64::from(self.notices.edits_per_minute)),
+            ("notices.edits_per_day", u64::from(self.notices.edits_per_day)),
+            (
+                "notices.admin_failures_per_minute",
+                u64::from(self.notices.admin_failures_per_minute),
+            ),
         ] {
             if n == 0 {
                 return Err(ConfigError::Rejected(format!(
@@ -609,6 +697,14 @@ impl Config {
             }
         }
         self.pk.tz()?;
+        for (i, host) in self.notices.photo_hosts.iter().enumerate() {
+            if !crate::text::is_dns_name(host.strip_prefix('.').unwrap_or(host)) {
+                return Err(ConfigError::Rejected(format!(
+                    "notices.photo_hosts[{i}] must be a lower-case DNS name (`img.example.com`) \
+                     or a suffix starting with a dot (`.example.com`)"
+                )));
+            }
+        }
         if self.pk.retention_days == 0 || self.pk.ranking_limit == 0 {
             return reject("pk.retention_days and pk.ranking_limit must be greater than zero");
         }
@@ -673,12 +769,10 @@ fn describe(e: figment::Error) -> String {
     let key = if e.path.is_empty() { "(top level)".to_owned() } else { e.path.join(".") };
     let what = match &e.kind {
         Kind::UnknownField(field, _) => {
-            let full = if e.path.is_empty() { field.clone() } else { format!("{key}.{field}") };
-            return format!("unknown config key `{full}`");
+            return format!("unknown config key `{}`", full_key(&e.path, field));
         }
         Kind::MissingField(field) => {
-            let full = if e.path.is_empty() { field.to_string() } else { format!("{key}.{field}") };
-            return format!("missing config key `{full}`");
+            return format!("missing config key `{}`", full_key(&e.path, field));
         }
         Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
         Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
@@ -689,6 +783,19 @@ fn describe(e: figment::Error) -> String {
         other => other.to_string(),
     };
     format!("config key `{key}`: {what}")
+}
+
+/// The dotted key of `field` under `path`. figment's path of an unknown or
+/// missing field sometimes already ends with the field itself (e.g. for a
+/// key from a nested table): it is named once, as the operator wrote it.
+fn full_key(path: &[String], field: &str) -> String {
+    match path.split_last() {
+        Some((last, parent)) if last == field => {
+            parent.iter().map(String::as_str).chain([field]).collect::<Vec<_>>().join(".")
+        }
+        Some(_) => format!("{}.{field}", path.join(".")),
+        None => field.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -797,6 +904,88 @@ mod tests {
         let f = base().merge(Toml::string("[session]\nstroe = \"redis\"\n"));
         let e = Config::from_figment(f).unwrap_err().to_string();
         assert!(e.contains("session.stroe"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_once_as_written() {
+        for (toml, key) in [
+            ("[message]\nencoding_aes_key = \"k\"\n", "message.encoding_aes_key"),
+            ("[session]\nstroe = \"redis\"\n", "session.stroe"),
+            ("[server.tls]\ncert = \"c\"\nkey = \"k\"\nchain = \"x\"\n", "server.tls.chain"),
+            ("mdoe = \"dev\"\n", "mdoe"),
+        ] {
+            let e = Config::from_figment(base().merge(Toml::string(toml))).unwrap_err().to_string();
+            assert_eq!(e, format!("unknown config key `{key}`"), "{toml}");
+        }
+        let e = Config::from_figment(Figment::new().merge(Toml::string("[wechat]\nfake = true\n")))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "missing config key `wechat.app_id`");
+    }
+
+    #[test]
+    fn production_tokens_need_32_random_characters_named_never_shown() {
+        let production = || {
+            base()
+                .merge(Serialized::default("mode", "production"))
+                .merge(Serialized::default("session.store", "redis"))
+                .merge(Serialized::default("data.store", "mongodb"))
+                .merge(Serialized::default("wechat.fake", false))
+        };
+        let strong = "7f3a9c1e5b2d8406f1e2d3c4b5a69788";
+        assert!(Config::from_figment(production()).is_ok());
+        let both = production()
+            .merge(Serialized::default("notices.admin_token", strong))
+            .merge(Serialized::default("message.token", strong));
+        assert!(Config::from_figment(both).is_ok());
+        for key in ["notices.admin_token", "message.token"] {
+            for weak in ["", "hunter2", "7f3a9c1e5b2d8406f1e2d3c4b5a6978", &"ab".repeat(20)] {
+                let f = production().merge(Serialized::default(key, weak));
+                let e = Config::from_figment(f).unwrap_err().to_string();
+                assert!(e.contains(key), "{e}");
+                assert!(weak.is_empty() || !e.contains(weak), "{e}");
+            }
+            // Dev mode keeps accepting short tokens (tests, local runs).
+            assert!(Config::from_figment(base().merge(Serialized::default(key, "adm"))).is_ok());
+        }
+    }
+
+    #[test]
+    fn business_limits_have_defaults_and_refuse_zero_and_bad_hosts() {
+        let c = Config::from_figment(base()).unwrap();
+        assert_eq!((c.notices.posts_per_minute, c.notices.posts_per_day), (5, 50), "post limits");
+        assert_eq!((c.notices.edits_per_minute, c.notices.edits_per_day), (5, 50));
+        assert_eq!(c.notices.admin_failures_per_minute, 5);
+        assert!(c.notices.photo_hosts.is_empty());
+        assert_eq!((c.data.memory_max_notices, c.data.memory_max_pk_records), (10_000, 100_000));
+        assert_eq!(c.message.max_clock_skew, Duration::from_secs(300));
+        for (key, value) in [
+            ("notices.posts_per_minute", Value::from(0)),
+            ("notices.posts_per_day", Value::from(0)),
+            ("notices.edits_per_minute", Value::from(0)),
+            ("notices.edits_per_day", Value::from(0)),
+            ("notices.admin_failures_per_minute", Value::from(0)),
+            ("data.memory_max_notices", Value::from(0)),
+            ("data.memory_max_pk_records", Value::from(0)),
+            ("message.max_clock_skew", Value::from("0s")),
+        ] {
+            let e = Config::from_figment(base().merge(Serialized::default(key, value)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{key} must be greater than zero")), "{e}");
+        }
+        let hosts = ["img.example.com", ".cdn.example.net"];
+        let c =
+            Config::from_figment(base().merge(Serialized::default("notices.photo_hosts", hosts)))
+                .unwrap();
+        assert_eq!(c.notices.photo_hosts, hosts);
+        for bad in
+            ["", ".", "*.example.com", "Img.Example.com", "127.0.0.1", "https://a.com", "localhost"]
+        {
+            let f = base().merge(Serialized::default("notices.photo_hosts", [hosts[0], bad]));
+            let e = Config::from_figment(f).unwrap_err().to_string();
+            assert!(e.contains("notices.photo_hosts[1]"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -9,4 +9,7 @@ pub enum DataError {
     /// The backend holds something this crate did not write.
     #[error("data store holds a corrupt document: {0}")]
     Corrupt(String),
+    /// A bounded in-memory store is at its configured capacity.
+    #[error("data store full: {0}")]
+    Full(String),
 }

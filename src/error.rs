@@ -55,8 +55,20 @@ pub enum AppError {
     /// Message-push signature mismatch.
     #[error("the WeChat signature does not match")]
     BadPushSignature,
-    /// The data store did not answer within its bound.
-    #[error("the data store is unavailable; try again later")]
+    /// A signed message push whose `timestamp` is too far from now (a replay).
+    #[error("the message push timestamp is more than {0} s away from the gateway's clock")]
+    StalePush(u64),
+    /// A per-user or per-address limit is used up; retry after the delay.
+    #[error("too many {what}; try again in {} s", retry_after.as_secs())]
+    TooManyRequests {
+        /// What was counted ("notice posts today", …).
+        what: &'static str,
+        /// When the caller may try again (sent as `Retry-After`).
+        retry_after: std::time::Duration,
+    },
+    /// The data store did not answer within its bound (or, for the memory
+    /// store, is full).
+    #[error("{}", storage_message(.0))]
     Storage(DataError),
     /// A WeChat server API call failed.
     #[error("a WeChat API call failed")]
@@ -85,7 +97,9 @@ impl AppError {
             Self::NotFound(_) => "ERR_NOT_FOUND",
             Self::ContentRisky => "ERR_CONTENT_RISKY",
             Self::AdminUnauthorized => "ERR_ADMIN_UNAUTHORIZED",
-            Self::BadPushSignature => "ERR_BAD_SIGNATURE",
+            Self::BadPushSignature | Self::StalePush(_) => "ERR_BAD_SIGNATURE",
+            Self::TooManyRequests { .. } => "ERR_TOO_MANY_REQUESTS",
+            Self::Storage(DataError::Full(_)) => "ERR_STORAGE_FULL",
             Self::Storage(_) => "ERR_STORAGE_UNAVAILABLE",
             Self::WeChat(_) | Self::AccessToken(_) => "ERR_WECHAT_API_FAILED",
         }
@@ -96,7 +110,11 @@ impl AppError {
         match self {
             Self::Session(e) => e.status(),
             Self::InvalidRequest(_) | Self::Decrypt(_) => StatusCode::BAD_REQUEST,
-            Self::NotAMember | Self::NotAuthor | Self::BadPushSignature => StatusCode::FORBIDDEN,
+            Self::NotAMember | Self::NotAuthor | Self::BadPushSignature | Self::StalePush(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Storage(DataError::Full(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -167,6 +185,13 @@ fn decrypt_message(e: &DecryptError) -> String {
     }
 }
 
+fn storage_message(e: &DataError) -> &'static str {
+    match e {
+        DataError::Full(_) => "the data store is full; delete something or try again later",
+        _ => "the data store is unavailable; try again later",
+    }
+}
+
 /// Answers `ERR_METHOD_NOT_ALLOWED` in the envelope (the router's 405 fallback).
 pub async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
@@ -185,7 +210,15 @@ impl IntoResponse for AppError {
             ),
             _ => {}
         }
-        error_response(self.status(), self.reason(), &self.to_string(), self.detail())
+        let mut response =
+            error_response(self.status(), self.reason(), &self.to_string(), self.detail());
+        if let Self::TooManyRequests { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        response
     }
 }
 

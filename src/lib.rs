@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 /// `AppError`, the handlers' error envelope, and envelope-speaking extractors.
 pub mod error;
+pub mod limits;
 /// WeChat message push verification.
 pub mod message;
 /// MongoDB connection, config and indexes for the business data stores.
@@ -27,6 +28,7 @@ pub mod pk;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+pub mod text;
 /// Native HTTPS: certificates, ALPN, reload on SIGHUP.
 pub mod tls;
 pub mod wechat;

@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
@@ -29,11 +30,15 @@ fn verify(state: &AppState, q: &PushQuery) -> Result<(), AppError> {
     let Some(token) = state.message_token.as_ref().filter(|t| !t.expose_secret().is_empty()) else {
         return Err(AppError::NotFound("message push (set message.token)"));
     };
-    if check_push_signature(token.expose_secret(), &q.timestamp, &q.nonce, &q.signature) {
-        Ok(())
-    } else {
-        Err(AppError::BadPushSignature)
+    if !check_push_signature(token.expose_secret(), &q.timestamp, &q.nonce, &q.signature) {
+        return Err(AppError::BadPushSignature);
     }
+    // Signed, but a signature never expires: a recorded push (or URL check)
+    // replayed later is refused by its age.
+    let skew = state.limits.message_max_clock_skew;
+    let now = state.clock.now().timestamp();
+    let fresh = q.timestamp.parse::<i64>().is_ok_and(|ts| now.abs_diff(ts) <= skew.as_secs());
+    if fresh { Ok(()) } else { Err(AppError::StalePush(skew.as_secs())) }
 }
 
 /// `GET {base}/message/check`: answers the bare `echostr` when the signature matches.
@@ -42,7 +47,12 @@ pub async fn check(
     AppQuery(q): AppQuery<PushQuery>,
 ) -> Result<Response, AppError> {
     verify(&state, &q)?;
-    Ok(q.echostr.unwrap_or_default().into_response())
+    // Plain text, never sniffed as HTML: the echostr is the caller's.
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8")),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    ];
+    Ok((headers, q.echostr.unwrap_or_default()).into_response())
 }
 
 /// `POST {base}/message/check`: a pushed message; answers `success`.

@@ -21,12 +21,15 @@ pub struct Encrypted {
     pub iv: String,
 }
 
-/// The caller's `(nickName, avatarUrl)` from the session's user info
-/// (empty strings when the user never shared a profile).
+/// The caller's `(nickName, avatarUrl)` from the session's user info, as
+/// PK records and notices store them (empty strings when the user never
+/// shared a profile): the nickname without control, bidi or invisible
+/// characters and at most 64 characters ([`crate::text::profile_line`]), the
+/// avatar as a normalised http(s) URL or empty ([`crate::text::avatar_url`]).
 pub fn profile(session: &WxSession) -> (String, String) {
     let user: Value = serde_json::from_str(session.user_info().get()).unwrap_or(Value::Null);
-    let field = |k: &str| user.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-    (field("nickName"), field("avatarUrl"))
+    let field = |k: &str| user.get(k).and_then(Value::as_str).unwrap_or_default();
+    (crate::text::profile_line(field("nickName")), crate::text::avatar_url(field("avatarUrl")))
 }
 
 impl AppState {

@@ -144,6 +144,7 @@ impl Application {
             message_token: config.message.token.clone(),
             clock,
             trusted_proxies: config.server.trusted_proxies.clone().into(),
+            limits: crate::limits::Limits::from_config(&config)?,
         });
         let router = router(state, &config.server, fake);
         if config.server.request_timeout <= config.wechat.timeout {
@@ -478,8 +479,14 @@ async fn data_stores(
 ) -> Result<(Arc<dyn PkStore>, Arc<dyn NoticeStore>), StartError> {
     match config.data.store {
         DataStoreKind::Memory => Ok((
-            with_board_cache(config, MemoryPkStore::new()),
-            with_feed_cache(config, MemoryNoticeStore::new()),
+            with_board_cache(
+                config,
+                MemoryPkStore::with_capacity(config.data.memory_max_pk_records),
+            ),
+            with_feed_cache(
+                config,
+                MemoryNoticeStore::with_capacity(config.data.memory_max_notices),
+            ),
         )),
         DataStoreKind::Mongodb => {
             let db = crate::mongo::connect(&config.mongodb)

@@ -4,9 +4,11 @@
 
 mod support;
 
+use chrono::{TimeZone, Utc};
 use serde_json::json;
 use sha1::{Digest, Sha1};
 use support::app::{AppOptions, TestApp, spawn_app};
+use weapp_gateway::clock::Clock;
 
 const TOKEN: &str = "pushtoken";
 const CHECK: &str = "/applet/message/check";
@@ -24,6 +26,7 @@ fn signature(token: &str, timestamp: &str, nonce: &str) -> String {
 struct Raw {
     status: u16,
     content_type: String,
+    nosniff: Option<String>,
     text: String,
 }
 
@@ -49,7 +52,9 @@ async fn raw(r: reqwest::RequestBuilder) -> Raw {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    Raw { status, content_type, text: r.text().await.expect("body") }
+    let nosniff =
+        r.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Raw { status, content_type, nosniff, text: r.text().await.expect("body") }
 }
 
 async fn get(app: &TestApp, query: &[(&str, &str)]) -> Raw {
@@ -66,8 +71,17 @@ async fn post(app: &TestApp, query: &[(&str, &str)], body: &str) -> Raw {
     raw(req).await
 }
 
+/// The gateway's clock in these tests: the pushes below are signed at about
+/// this instant.
+const NOW: i64 = 1_700_000_000;
+
 async fn push_app(test: &str) -> TestApp {
-    spawn_app(AppOptions::redis(test).with("message.token", TOKEN)).await
+    push_app_with(AppOptions::redis(test)).await
+}
+
+async fn push_app_with(options: AppOptions) -> TestApp {
+    let now = Utc.timestamp_opt(NOW, 0).unwrap();
+    spawn_app(options.with("message.token", TOKEN).clock(Clock::from_fn(move || now))).await
 }
 
 #[test]
@@ -98,6 +112,7 @@ async fn the_url_check_echoes_echostr_when_the_signature_matches() {
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.text, "hello");
     assert!(a.content_type.starts_with("text/plain"), "{}", a.content_type);
+    assert_eq!(a.nosniff.as_deref(), Some("nosniff"));
 
     // WeChat's echostr is usually digits: still echoed verbatim, not as JSON.
     let a = get(
@@ -128,12 +143,12 @@ async fn the_url_check_echoes_echostr_when_the_signature_matches() {
     let a = get(&app, &[("signature", &sig), ("timestamp", ts), ("nonce", nonce)]).await;
     assert_eq!((a.status, a.text.as_str()), (200, ""));
     // Another timestamp and nonce, freshly signed.
-    let sig2 = signature(TOKEN, "1800000000", "zzz");
+    let sig2 = signature(TOKEN, "1700000200", "zzz");
     let a = get(
         &app,
         &[
             ("signature", &sig2),
-            ("timestamp", "1800000000"),
+            ("timestamp", "1700000200"),
             ("nonce", "zzz"),
             ("echostr", "again"),
         ],
@@ -246,5 +261,42 @@ async fn without_a_message_token_the_route_is_not_found() {
             assert!(!a.text.contains("hello"), "{test}: {}", a.text);
             post(&app, &q, "{}").await.assert_error(404, "ERR_NOT_FOUND");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_signed_push_outside_the_clock_skew_is_refused_and_not_processed() {
+    let app =
+        push_app_with(AppOptions::redis("push_stale").with("message.max_clock_skew", "5m")).await;
+    let nonce = "n0nce42";
+    let signed = |ts: &str| [signature(TOKEN, ts, nonce), ts.to_owned()];
+    // At the edges of ±5 minutes: accepted.
+    for ts in [NOW - 300, NOW, NOW + 300] {
+        let [sig, ts] = signed(&ts.to_string());
+        let q = [("signature", sig.as_str()), ("timestamp", ts.as_str()), ("nonce", nonce)];
+        let a = get(&app, &[q[0], q[1], q[2], ("echostr", "fresh")]).await;
+        assert_eq!((a.status, a.text.as_str()), (200, "fresh"), "{ts}");
+        assert_eq!(post(&app, &q, "{}").await.text, "success", "{ts}");
+    }
+    // Older, later, nonsense or not a number, though correctly signed: 403,
+    // and neither the echostr nor `success` comes back.
+    for ts in [
+        (NOW - 301).to_string(),
+        (NOW + 301).to_string(),
+        "0".into(),
+        "1800000000".into(),
+        "-1".into(),
+        "99999999999999999999".into(),
+        "now".into(),
+        String::new(),
+    ] {
+        let [sig, ts] = signed(&ts);
+        let q = [("signature", sig.as_str()), ("timestamp", ts.as_str()), ("nonce", nonce)];
+        let a = get(&app, &[q[0], q[1], q[2], ("echostr", "replayed")]).await;
+        a.assert_error(403, "ERR_BAD_SIGNATURE");
+        assert!(!a.text.contains("replayed"), "{ts}: {}", a.text);
+        let a = post(&app, &q, "{\"MsgType\": \"text\"}").await;
+        a.assert_error(403, "ERR_BAD_SIGNATURE");
+        assert!(!a.text.contains("success"), "{ts}: {}", a.text);
     }
 }

@@ -357,7 +357,31 @@ macro_rules! contract {
     };
 }
 
+async fn count_by_author_since_counts_the_authors_notices_from_then_on(store: Store) {
+    for (author, secs) in [("alice", -1), ("alice", 0), ("alice", 30), ("bob", 10), ("alice", 3600)]
+    {
+        let mut new = new_notice(author, &format!("{author}{secs}"), Visibility::Public);
+        new.created_at = t(secs);
+        store.insert(new).await.unwrap();
+    }
+    let mut private = new_notice("alice", "private", Visibility::Private);
+    private.created_at = t(40);
+    let private = store.insert(private).await.unwrap();
+    assert_eq!(store.count_by_author_since("alice", t(0)).await.unwrap(), 4, "every state counts");
+    assert_eq!(store.count_by_author_since("alice", t(-1)).await.unwrap(), 5);
+    assert_eq!(store.count_by_author_since("alice", t(31)).await.unwrap(), 2);
+    assert_eq!(store.count_by_author_since("alice", t(3601)).await.unwrap(), 0);
+    assert_eq!(store.count_by_author_since("bob", t(0)).await.unwrap(), 1);
+    assert_eq!(store.count_by_author_since("carol", t(-100)).await.unwrap(), 0);
+    // Sub-millisecond parts are cut as the stored times are.
+    let since = t(30) + chrono::Duration::nanoseconds(500_000);
+    assert_eq!(store.count_by_author_since("alice", since).await.unwrap(), 3);
+    assert!(matches!(store.delete(&private.id, "alice").await.unwrap(), AuthorChange::Done(())));
+    assert_eq!(store.count_by_author_since("alice", t(0)).await.unwrap(), 3);
+}
+
 contract!(
+    count_by_author_since_counts_the_authors_notices_from_then_on,
     insert_then_get_roundtrips,
     invalid_or_absent_ids_find_nothing,
     feed_shows_public_unbanned_newest_first,
@@ -421,4 +445,20 @@ async fn mongo_stores_ids_as_object_ids_and_rejects_corrupt_documents() {
     notices.insert_one(doc! { "_id": id, "state": "public", "content": 42 }).await.unwrap();
     assert!(matches!(store.get(&id.to_hex()).await, Err(DataError::Corrupt(_))));
     db.drop().await.unwrap();
+}
+
+// ---- memory only ----------------------------------------------------------
+
+#[tokio::test]
+async fn the_memory_store_refuses_inserts_past_its_capacity() {
+    use weapp_gateway::data::DataError;
+    let store: Store = Arc::new(MemoryNoticeStore::with_capacity(2));
+    let first = post(&store, "alice", "1", Visibility::Public).await;
+    post(&store, "bob", "2", Visibility::Private).await;
+    let full = store.insert(new_notice("carol", "3", Visibility::Public)).await;
+    assert!(matches!(full, Err(DataError::Full(_))), "{full:?}");
+    assert_eq!(contents(&store.feed(None, 10).await.unwrap()), ["1"]);
+    assert!(matches!(store.delete(&first.id, "alice").await.unwrap(), AuthorChange::Done(())));
+    post(&store, "carol", "3", Visibility::Public).await;
+    assert_eq!(MemoryNoticeStore::new().count_by_author_since("x", t(0)).await.unwrap(), 0);
 }

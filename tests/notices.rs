@@ -5,9 +5,13 @@
 
 mod support;
 
-use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use support::app::{Answer, AppOptions, TestApp, User, spawn_app};
+use weapp_gateway::clock::Clock;
 use weapp_gateway::wechat::MSG_SEC_CHECK;
 
 const ADMIN_TOKEN: &str = "adm";
@@ -15,9 +19,20 @@ const ADMIN: (&str, &str) = ("Authorization", "Bearer adm");
 /// A well-formed id no notice has.
 const UNKNOWN_ID: &str = "0123456789abcdef01234567";
 
-/// MongoDB data store with the admin token set.
+/// MongoDB data store with the admin token set, and write limits far above
+/// what a case needs (the limits have cases of their own).
 fn mongo_app(test: &str) -> AppOptions {
-    AppOptions::redis(test).mongo(test).with("notices.admin_token", ADMIN_TOKEN)
+    roomy(AppOptions::redis(test).mongo(test).with("notices.admin_token", ADMIN_TOKEN))
+}
+
+/// `options` with write and admin-failure limits no case reaches by accident.
+fn roomy(options: AppOptions) -> AppOptions {
+    options
+        .with("notices.posts_per_minute", 10_000)
+        .with("notices.posts_per_day", 10_000)
+        .with("notices.edits_per_minute", 10_000)
+        .with("notices.edits_per_day", 10_000)
+        .with("notices.admin_failures_per_minute", 10_000)
 }
 
 async fn post(app: &TestApp, user: &User, body: Value) -> Answer {
@@ -102,7 +117,10 @@ fn assert_no_openid(a: &Answer, openid: &str) {
 async fn post_feed_mine_edit_ban_delete_on_mongodb_and_memory() {
     for (options, store) in [
         (mongo_app("notice_main"), "mongodb"),
-        (AppOptions::redis("notice_main_mem").with("notices.admin_token", ADMIN_TOKEN), "memory"),
+        (
+            roomy(AppOptions::redis("notice_main_mem").with("notices.admin_token", ADMIN_TOKEN)),
+            "memory",
+        ),
     ] {
         let app = spawn_app(options).await;
         let alice = app.user("o_alice_notice", "alice").await;
@@ -644,7 +662,7 @@ async fn moderation_needs_the_admin_token_and_bans_and_unbans() {
 
 #[tokio::test]
 async fn moderation_without_a_configured_admin_token_is_closed() {
-    let app = spawn_app(AppOptions::redis("notice_no_admin").mongo("notice_no_admin")).await;
+    let app = spawn_app(roomy(AppOptions::redis("notice_no_admin").mongo("notice_no_admin"))).await;
     let alice = app.user("o_alice_no_admin", "alice").await;
     let id = posted(&app, &alice, json!({"content": "hello"})).await;
     for headers in [vec![], vec![ADMIN], vec![("Authorization", "Bearer ")]] {
@@ -659,8 +677,7 @@ async fn moderation_without_a_configured_admin_token_is_closed() {
 #[tokio::test]
 async fn an_empty_admin_token_does_not_open_moderation() {
     let app = spawn_app(
-        AppOptions::redis("notice_empty_admin")
-            .mongo("notice_empty_admin")
+        roomy(AppOptions::redis("notice_empty_admin").mongo("notice_empty_admin"))
             .with("notices.admin_token", ""),
     )
     .await;
@@ -750,7 +767,7 @@ async fn content_security_without_an_access_token_is_the_gateways_502() {
     let db = support::mongo::unique_db("notice_no_token");
     let shared = || {
         let store = support::app::StoreChoice::Redis { url: url.clone(), prefix: prefix.clone() };
-        AppOptions { store, extra: vec![], clock: None }
+        roomy(AppOptions { store, extra: vec![], clock: None })
             .mongo("notice_no_token")
             .with("mongodb.database", db.clone())
             .with("notices.content_security", true)
@@ -791,8 +808,7 @@ async fn content_security_off_makes_no_checks() {
 #[tokio::test]
 async fn review_findings_stay_fixed() {
     let app = spawn_app(
-        AppOptions::redis("notices_review")
-            .mongo("notices_review")
+        roomy(AppOptions::redis("notices_review").mongo("notices_review"))
             .with("notices.admin_token", "adm"),
     )
     .await;
@@ -837,4 +853,398 @@ async fn review_findings_stay_fixed() {
     let big = "x".repeat(3 * 1024 * 1024);
     let r = app.post("/applet/notices", &[alice.auth()], &json!({"content": big})).await;
     assert_eq!((r.status, r.reason()), (413, Some("ERR_PAYLOAD_TOO_LARGE")));
+}
+
+/// POST `body` to `path` with `headers`: status, `Retry-After`, JSON body.
+async fn send_raw(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Option<u64>, Value) {
+    let mut req = app.http.post(format!("{}{path}", app.base)).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").map(|v| {
+        v.to_str().ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("Retry-After {v:?}"))
+    });
+    (status, retry, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A clock the test moves: seconds since the epoch.
+fn movable_clock(start: DateTime<Utc>) -> (Arc<AtomicI64>, Clock) {
+    let now = Arc::new(AtomicI64::new(start.timestamp()));
+    let read = now.clone();
+    let clock = Clock::from_fn(move || {
+        Utc.timestamp_opt(read.load(Ordering::SeqCst), 0).single().unwrap_or_default()
+    });
+    (now, clock)
+}
+
+#[tokio::test]
+async fn a_user_posting_in_a_loop_is_refused_after_the_limit_and_others_are_not() {
+    let app = spawn_app(
+        AppOptions::redis("notice_flood")
+            .mongo("notice_flood")
+            .with("notices.posts_per_minute", 5)
+            .with("notices.posts_per_day", 50),
+    )
+    .await;
+    let alice = app.user("o_alice_flood", "alice").await;
+    let bob = app.user("o_bob_flood", "bob").await;
+    for i in 0..12 {
+        let (status, retry, body) = send_raw(
+            &app,
+            "/applet/notices",
+            &[alice.auth()],
+            &json!({"content": format!("n{i}")}),
+        )
+        .await;
+        if i < 5 {
+            assert_eq!((status, retry), (201, None), "post {i}: {body}");
+        } else {
+            assert_eq!(status, 429, "post {i}: {body}");
+            assert_eq!(body["reason"], "ERR_TOO_MANY_REQUESTS", "{body}");
+            let retry = retry.unwrap_or_else(|| panic!("no Retry-After: {body}"));
+            assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        }
+    }
+    // Exactly the first five were stored; bob's own limit is untouched.
+    assert_eq!(contents(&mine(&app, &alice, "").await), ["n4", "n3", "n2", "n1", "n0"]);
+    for i in 0..5 {
+        posted(&app, &bob, json!({"content": format!("bob {i}")})).await;
+    }
+    // Invalid posts are refused before they count: a user is not locked out
+    // by their own typos (and they never reach the store).
+    let carol = app.user("o_carol_flood", "carol").await;
+    for _ in 0..10 {
+        assert_error(&post(&app, &carol, json!({"content": ""})).await, 400, "ERR_INVALID_REQUEST");
+    }
+    posted(&app, &carol, json!({"content": "carol"})).await;
+}
+
+#[tokio::test]
+async fn the_daily_post_quota_is_counted_in_the_store_and_resets_at_midnight() {
+    // 23:59 in Asia/Shanghai (pk.timezone): the day ends in 60 s.
+    let start = Utc.with_ymd_and_hms(2026, 11, 21, 15, 59, 0).unwrap();
+    let (now, clock) = movable_clock(start);
+    let db = support::mongo::unique_db("notice_daily");
+    let url = support::redis::shared_redis_url();
+    let prefix = support::redis::unique_prefix("notice_daily");
+    let options = || {
+        let store = support::app::StoreChoice::Redis { url: url.clone(), prefix: prefix.clone() };
+        AppOptions { store, extra: vec![], clock: None }
+            .mongo("notice_daily")
+            .with("mongodb.database", db.clone())
+            .with("notices.posts_per_minute", 100)
+            .with("notices.posts_per_day", 3)
+            .clock(clock.clone())
+    };
+    let app = spawn_app(options()).await;
+    let alice = app.user("o_alice_daily", "alice").await;
+    for i in 0..3 {
+        posted(&app, &alice, json!({"content": format!("d{i}")})).await;
+    }
+    let (status, retry, body) =
+        send_raw(&app, "/applet/notices", &[alice.auth()], &json!({"content": "d3"})).await;
+    assert_eq!((status, retry), (429, Some(60)), "{body}");
+    assert_eq!(body["reason"], "ERR_TOO_MANY_REQUESTS");
+
+    // Another instance on the same store (or this one restarted) knows.
+    let other = spawn_app(options()).await;
+    let (status, _, body) =
+        send_raw(&other, "/applet/notices", &[alice.auth()], &json!({"content": "d3"})).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(contents(&mine(&app, &alice, "").await), ["d2", "d1", "d0"]);
+
+    // Past midnight in Shanghai: a new day.
+    now.store(start.timestamp() + 60, Ordering::SeqCst);
+    posted(&other, &alice, json!({"content": "next day"})).await;
+}
+
+#[tokio::test]
+async fn edits_are_limited_per_user_per_minute_and_per_day() {
+    // Noon in Asia/Shanghai.
+    let start = Utc.with_ymd_and_hms(2026, 11, 21, 4, 0, 0).unwrap();
+    let (now, clock) = movable_clock(start);
+    let app = spawn_app(
+        roomy(AppOptions::redis("notice_edit_limit").mongo("notice_edit_limit"))
+            .with("notices.edits_per_minute", 2)
+            .with("notices.edits_per_day", 3)
+            .clock(clock),
+    )
+    .await;
+    let alice = app.user("o_alice_edits", "alice").await;
+    let bob = app.user("o_bob_edits", "bob").await;
+    let id = posted(&app, &alice, json!({"content": "v0"})).await;
+    let bobs = posted(&app, &bob, json!({"content": "b0"})).await;
+    let path = format!("/applet/notices/{id}");
+    let edit = |v: &str| json!({ "content": v });
+    for v in ["v1", "v2"] {
+        let e = app.patch(&path, &[alice.auth()], &edit(v)).await;
+        assert_eq!(e.status, 200, "{:?}", e.body);
+    }
+    // A third edit in the minute, of content or visibility: 429, nothing changed.
+    let (status, retry, body) =
+        patch_raw(&app, &path, &alice, &json!({"visibility": "private"})).await;
+    assert_eq!((status, retry), (429, Some(60)), "{body}");
+    assert_eq!(body["reason"], "ERR_TOO_MANY_REQUESTS");
+    // Bob's own edits are not alice's.
+    let e = app.patch(&format!("/applet/notices/{bobs}"), &[bob.auth()], &edit("b1")).await;
+    assert_eq!(e.status, 200, "{:?}", e.body);
+    // A minute later one more fits the day's three, then the day is used up
+    // until midnight in Shanghai (12 h).
+    now.fetch_add(60, Ordering::SeqCst);
+    assert_eq!(app.patch(&path, &[alice.auth()], &edit("v3")).await.status, 200);
+    now.fetch_add(60, Ordering::SeqCst);
+    let (status, retry, body) = patch_raw(&app, &path, &alice, &edit("v4")).await;
+    assert_eq!((status, retry), (429, Some(12 * 3600 - 120)), "{body}");
+    let m = mine(&app, &alice, "").await;
+    assert_eq!(
+        (m.body["notices"][0]["content"].as_str(), m.body["notices"][0]["visibility"].as_str()),
+        (Some("v3"), Some("public"))
+    );
+    now.fetch_add(12 * 3600, Ordering::SeqCst);
+    assert_eq!(app.patch(&path, &[alice.auth()], &edit("v5")).await.status, 200);
+}
+
+/// PATCH `body` to `path` as `user`: status, `Retry-After`, JSON body.
+async fn patch_raw(
+    app: &TestApp,
+    path: &str,
+    user: &User,
+    body: &Value,
+) -> (u16, Option<u64>, Value) {
+    let r = app
+        .http
+        .patch(format!("{}{path}", app.base))
+        .header(user.auth().0, user.auth().1)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+    (status, retry, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_memory_notice_store_refuses_posts_past_its_capacity() {
+    let app =
+        spawn_app(roomy(AppOptions::redis("notice_cap")).with("data.memory_max_notices", 3)).await;
+    let alice = app.user("o_alice_cap", "alice").await;
+    let bob = app.user("o_bob_cap", "bob").await;
+    let first = posted(&app, &alice, json!({"content": "1"})).await;
+    posted(&app, &alice, json!({"content": "2"})).await;
+    posted(&app, &bob, json!({"content": "3"})).await;
+    for who in [&alice, &bob] {
+        let a = post(&app, who, json!({"content": "one too many"})).await;
+        assert_error(&a, 507, "ERR_STORAGE_FULL");
+    }
+    assert_eq!(contents(&feed(&app, "").await), ["3", "2", "1"]);
+    // Deleting makes room again.
+    let d = app.delete(&format!("/applet/notices/{first}"), &[alice.auth()]).await;
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    posted(&app, &bob, json!({"content": "4"})).await;
+}
+
+#[tokio::test]
+async fn failed_admin_attempts_lock_the_address_out_and_no_other() {
+    let app = spawn_app(
+        AppOptions::redis("notice_admin_lock")
+            .mongo("notice_admin_lock")
+            .with("notices.admin_token", ADMIN_TOKEN)
+            .with("server.trusted_proxies", json!(["127.0.0.1"])),
+    )
+    .await;
+    let alice = app.user("o_alice_admin_lock", "alice").await;
+    let id = posted(&app, &alice, json!({"content": "target"})).await;
+    let path = format!("/admin/notices/{id}/ban");
+    let from =
+        |ip: &'static str, token: &'static str| [("X-Forwarded-For", ip), ("Authorization", token)];
+    for i in 0..5 {
+        let (status, _, body) =
+            send_raw(&app, &path, &from("203.0.113.7", "Bearer wrong"), &Value::Null).await;
+        assert_eq!(status, 401, "attempt {i}: {body}");
+    }
+    // The 6th wrong attempt, and then even the right token, from that address.
+    for token in ["Bearer wrong", "Bearer adm"] {
+        let (status, retry, body) =
+            send_raw(&app, &path, &from("203.0.113.7", token), &Value::Null).await;
+        assert_eq!(status, 429, "{token}: {body}");
+        assert_eq!(body["reason"], "ERR_TOO_MANY_REQUESTS", "{body}");
+        assert!(retry.is_some_and(|r| (1..=60).contains(&r)), "Retry-After {retry:?}");
+    }
+    assert_eq!(ids(&feed(&app, "").await), [id.as_str()], "nothing was banned");
+    // Another address still works, and so does an IPv6 host outside the /64.
+    let (status, _, body) =
+        send_raw(&app, &path, &from("203.0.113.8", "Bearer adm"), &Value::Null).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("banned")), "{body}");
+    for i in 0..5 {
+        let h = from("2001:db8:1:2::7", "Bearer wrong");
+        assert_eq!(send_raw(&app, &path, &h, &Value::Null).await.0, 401, "v6 attempt {i}");
+    }
+    // The same /64 is the same host.
+    let h = from("2001:db8:1:2:ffff::9", "Bearer adm");
+    assert_eq!(send_raw(&app, &path, &h, &Value::Null).await.0, 429);
+    let h = from("2001:db8:1:3::9", "Bearer adm");
+    assert_eq!(send_raw(&app, &path, &h, &Value::Null).await.0, 200);
+}
+
+#[tokio::test]
+async fn photo_urls_are_stored_normalised_and_unsafe_ones_refused() {
+    let app = spawn_app(mongo_app("notice_photo_urls")).await;
+    let alice = app.user("o_alice_photo_urls", "alice").await;
+    for bad in [
+        "https:///a.png",
+        "https:\\\\evil.com\\a.png",
+        "https://evil.com\\a.png",
+        " https://img.example.com/a.png",
+        "https://img.example.com/a.png ",
+        "https://img.example.com/a b.png",
+        "https://img.example.com/a\t.png",
+        "https://img.example.com/a\n.png",
+        "https://img.example.com/a\0.png",
+        "https://img.example.com/a\u{1b}.png",
+        "https://img.example.com/\u{202e}gnp.a",
+        "https://img.example.com/\u{2066}a.png",
+        "https://img.example.com/\u{200e}a.png",
+        "https://img.example.com/\u{061c}a.png",
+        "https://img.example.com/\u{feff}a.png",
+        "https://img.example.com/\u{200b}a.png",
+        "https://img.example.com/\u{200d}a.png",
+        "https://img.example.com/a.png\"><script>alert(1)</script>",
+        "https://user@img.example.com/a.png",
+        "https://user:pw@img.example.com/a.png",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/a.png",
+        "https://2852039166/a.png",
+        "https://0xa9fea9fe/a.png",
+        "https://0251.0376.0251.0376/a.png",
+        "https://127.1/a.png",
+        "https://img.example.com:8443/a.png",
+        "https://img.example.com:0/a.png",
+        "https://localhost/a.png",
+        "http://img.example.com/a.png",
+        "javascript:alert(1)",
+        "data:image/png;base64,AAAA",
+    ] {
+        let a = post(&app, &alice, json!({"content": "photo", "photos": [bad]})).await;
+        assert_error(&a, 400, "ERR_INVALID_REQUEST");
+    }
+    assert!(ids(&mine(&app, &alice, "").await).is_empty(), "a refused photo was stored");
+
+    let a = post(
+        &app,
+        &alice,
+        json!({"content": "ok", "photos": [
+            "HTTPS://Example.COM/a.png",
+            "https://img.example.com:443/p/%7Ex.jpg?w=1",
+            "https://例子.测试/照片.png",
+        ]}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let stored = json!([
+        "https://example.com/a.png",
+        "https://img.example.com/p/%7Ex.jpg?w=1",
+        "https://xn--fsqu00a.xn--0zwm56d/%E7%85%A7%E7%89%87.png",
+    ]);
+    assert_eq!(a.body["photos"], stored);
+    assert_eq!(mine(&app, &alice, "").await.body["notices"][0]["photos"], stored);
+}
+
+#[tokio::test]
+async fn photo_hosts_narrow_photos_to_the_listed_hosts() {
+    let app = spawn_app(
+        mongo_app("notice_photo_hosts")
+            .with("notices.photo_hosts", json!(["img.example.com", ".cdn.example.net"])),
+    )
+    .await;
+    let alice = app.user("o_alice_photo_hosts", "alice").await;
+    for ok in ["https://img.example.com/a.png", "https://b.cdn.example.net/a.png"] {
+        assert_eq!(post(&app, &alice, json!({"content": "ok", "photos": [ok]})).await.status, 201);
+    }
+    for bad in [
+        "https://evil.example.org/a.png",
+        "https://cdn.example.net/a.png",
+        "https://img.example.com.evil.org/a.png",
+        "https://xcdn.example.net/a.png",
+    ] {
+        let a = post(&app, &alice, json!({"content": "bad", "photos": [bad]})).await;
+        assert_error(&a, 400, "ERR_INVALID_REQUEST");
+    }
+    assert_eq!(contents(&mine(&app, &alice, "").await), ["ok", "ok"]);
+}
+
+#[tokio::test]
+async fn content_with_controls_or_bidi_is_refused_and_invisibles_are_stripped() {
+    let app = spawn_app(mongo_app("notice_text_clean")).await;
+    let alice = app.user("o_alice_text_clean", "alice").await;
+    let id = posted(&app, &alice, json!({"content": "clean"})).await;
+    for bad in [
+        "nul\0here",
+        "esc\u{1b}[31mred",
+        "tab\there",
+        "cr\ronly",
+        "del\u{7f}",
+        "c1\u{85}",
+        "evil\u{202e}txt.exe",
+        "iso\u{2066}late",
+        "mark\u{200f}",
+        "arabic\u{061c}mark",
+    ] {
+        assert_error(
+            &post(&app, &alice, json!({ "content": bad })).await,
+            400,
+            "ERR_INVALID_REQUEST",
+        );
+        let e = app
+            .patch(&format!("/applet/notices/{id}"), &[alice.auth()], &json!({ "content": bad }))
+            .await;
+        assert_error(&e, 400, "ERR_INVALID_REQUEST");
+    }
+    let a = post(
+        &app,
+        &alice,
+        json!({"content": "\u{feff}line 1\r\nline\u{200b} 2 👨\u{200d}👩\u{2060}"}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    assert_eq!(a.body["content"], "line 1\nline 2 👨\u{200d}👩");
+    assert_eq!(contents(&mine(&app, &alice, "").await), ["line 1\nline 2 👨\u{200d}👩", "clean"]);
+}
+
+#[tokio::test]
+async fn the_profile_copied_into_notices_is_cleaned() {
+    let app = spawn_app(mongo_app("notice_profile_clean")).await;
+    let minted = app.mint("o_profile_clean");
+    let raw = json!({
+        "nickName": " Eve\u{202e}lyn\u{0}\n\u{feff} ",
+        "avatarUrl": "https://169.254.169.254/latest/meta-data",
+    })
+    .to_string();
+    let sig = support::app::sign(&raw, &minted.session_key);
+    let login =
+        app.token_login(&json!({"code": minted.code, "rawData": raw, "signature": sig})).await;
+    assert_eq!(login.status, 200, "{:?}", login.body);
+    let token = login.body["token"].as_str().unwrap().to_owned();
+    let a = app.post("/applet/notices", &[("X-WX-Skey", &token)], &json!({"content": "hi"})).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    assert_eq!(a.body["authorNickName"], "Evelyn");
+    assert_eq!(a.body["authorAvatarUrl"], "");
+
+    let minted = app.mint("o_profile_upper");
+    let raw = json!({"nickName": "Zoë", "avatarUrl": "HTTPS://Thirdwx.QLOGO.cn/mmopen/a/132"})
+        .to_string();
+    let sig = support::app::sign(&raw, &minted.session_key);
+    let login =
+        app.token_login(&json!({"code": minted.code, "rawData": raw, "signature": sig})).await;
+    let token = login.body["token"].as_str().unwrap().to_owned();
+    let a = app.post("/applet/notices", &[("X-WX-Skey", &token)], &json!({"content": "hi"})).await;
+    assert_eq!(a.body["authorNickName"], "Zoë");
+    assert_eq!(a.body["authorAvatarUrl"], "https://thirdwx.qlogo.cn/mmopen/a/132");
 }

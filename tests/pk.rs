@@ -429,3 +429,40 @@ async fn groups_lists_the_200_newest_joins_newest_first() {
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
 }
+
+async fn date_ranking(app: &TestApp, user: &User, date: &str) -> support::app::Answer {
+    app.get(&format!("/applet/pk/groups/G_dates/ranking?date={date}"), &[user.auth()]).await
+}
+
+#[tokio::test]
+async fn ranking_dates_outside_the_retention_window_are_refused_before_any_store_read() {
+    // 12:00 in Shanghai on 2026-11-22, 7 days kept: 2026-11-15 is the oldest day.
+    let at = Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap();
+    for options in
+        [AppOptions::redis("pk_dates").mongo("pk_dates"), AppOptions::redis("pk_dates_mem")]
+    {
+        let (clock, _) = manual_clock(at);
+        let app = spawn_app(options.with("pk.retention_days", 7).clock(clock)).await;
+        let member = app.user("o_dates_member", "m").await;
+        let outsider = app.user("o_dates_outsider", "o").await;
+        let c =
+            checkin(&app, &member, Some("G_dates"), (shanghai_midnight(2026, 11, 22), 700)).await;
+        assert_eq!(c.status, 200, "{:?}", c.body);
+        for date in ["0001-01-01", "1970-01-01", "2026-11-14", "2026-11-23", "9999-12-31"] {
+            for user in [&member, &outsider] {
+                let a = date_ranking(&app, user, date).await;
+                assert_invalid(&a, "date must be between 2026-11-15 and 2026-11-22");
+            }
+        }
+        // Inside the window a member is answered, an outsider gets 403: the
+        // membership (a store read) is only looked at after the date passed.
+        for date in ["2026-11-15", "2026-11-21", "2026-11-22"] {
+            let a = date_ranking(&app, &member, date).await;
+            assert_eq!(a.status, 200, "{date}: {a:?}");
+            assert_eq!(a.body["date"], date);
+            let a = date_ranking(&app, &outsider, date).await;
+            assert_eq!((a.status, a.reason()), (403, Some("ERR_NOT_A_MEMBER")), "{date}");
+        }
+        assert_eq!(date_ranking(&app, &member, "2026-11-22").await.body["me"]["steps"], 700);
+    }
+}

@@ -500,3 +500,28 @@ async fn mongo_records_carry_the_ttl_field() {
     assert!(raw.get_i64("steps").is_ok(), "steps are int64");
     db.drop().await.unwrap();
 }
+
+// ---- memory only ----------------------------------------------------------
+
+#[tokio::test]
+async fn the_memory_store_refuses_new_records_and_memberships_past_its_capacity() {
+    use weapp_gateway::data::DataError;
+    // Records and memberships share one capacity.
+    let store: Store = Arc::new(MemoryPkStore::with_capacity(4));
+    store.add_membership("G1", "alice").await.unwrap();
+    up(&store, "G1", "alice", 10, t(0)).await;
+    store.add_membership("G1", "bob").await.unwrap();
+    up(&store, "G1", "bob", 20, t(1)).await;
+    let full = store.add_membership("G1", "carol").await;
+    assert!(matches!(full, Err(DataError::Full(_))), "{full:?}");
+    let full = store.upsert_steps(&checkin("G1", DAY, "carol", 30, t(2))).await;
+    assert!(matches!(full, Err(DataError::Full(_))), "{full:?}");
+    let full = store.upsert_steps(&checkin("G1", "2026-03-02", "alice", 30, t(2))).await;
+    assert!(matches!(full, Err(DataError::Full(_))), "a new day is a new record: {full:?}");
+    // What is already there still changes: a re-join, a higher count.
+    store.add_membership("G1", "alice").await.unwrap();
+    assert_eq!(up(&store, "G1", "alice", 25, t(3)).await.steps, 25);
+    assert!(!store.is_member("G1", "carol").await.unwrap());
+    assert_eq!(openids(&store.ranking("G1", DAY, 10).await.unwrap()), ["alice", "bob"]);
+    assert_eq!(store.participants("G1", "2026-03-02").await.unwrap(), 0);
+}

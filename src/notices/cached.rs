@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::{AuthorChange, NewNotice, Notice, NoticePatch, NoticeStore};
 use crate::data::DataError;
@@ -54,6 +55,14 @@ impl<S: NoticeStore> CachedNoticeStore<S> {
 impl<S: NoticeStore> NoticeStore for CachedNoticeStore<S> {
     async fn insert(&self, notice: NewNotice) -> Result<Notice, DataError> {
         self.feed.write(&(), self.inner.insert(notice)).await
+    }
+
+    async fn count_by_author_since(
+        &self,
+        openid: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, DataError> {
+        self.inner.count_by_author_since(openid, since).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Notice>, DataError> {

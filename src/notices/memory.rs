@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use mongodb::bson::oid::ObjectId;
 
 use super::{AuthorChange, NewNotice, Notice, NoticePatch, NoticeState, NoticeStore};
@@ -15,9 +15,22 @@ use crate::mongo::millis;
 /// [`NoticeStore`] in process memory, with the same semantics as the MongoDB
 /// store: ObjectId ids, `_id`-descending order, millisecond times; author
 /// changes bump `updated_at`, moderation (`set_banned`) does not.
-#[derive(Debug, Default)]
+///
+/// Bounded: past its capacity an insert answers [`DataError::Full`] (the
+/// gateway's 507) instead of growing; deleting notices makes room again.
+#[derive(Debug)]
 pub struct MemoryNoticeStore {
     notices: Mutex<BTreeMap<ObjectId, Notice>>,
+    capacity: u64,
+}
+
+/// The capacity of [`MemoryNoticeStore::new`].
+pub const DEFAULT_MEMORY_MAX_NOTICES: u64 = 10_000;
+
+impl Default for MemoryNoticeStore {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_MEMORY_MAX_NOTICES)
+    }
 }
 
 /// Parse an id; anything that is not an ObjectId matches no notice.
@@ -35,9 +48,14 @@ pub(crate) fn parse_before(before: Option<&str>) -> Option<Option<ObjectId>> {
 }
 
 impl MemoryNoticeStore {
-    /// An empty store.
+    /// An empty store holding at most [`DEFAULT_MEMORY_MAX_NOTICES`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store holding at most `capacity` notices.
+    pub fn with_capacity(capacity: u64) -> Self {
+        Self { notices: Mutex::new(BTreeMap::new()), capacity }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<ObjectId, Notice>> {
@@ -76,8 +94,28 @@ impl NoticeStore for MemoryNoticeStore {
         let id = ObjectId::new();
         let created_at = millis(notice.created_at);
         let stored = notice.stored(id.to_hex(), created_at);
-        self.lock().insert(id, stored.clone());
+        let mut notices = self.lock();
+        if notices.len() as u64 >= self.capacity {
+            return Err(DataError::Full(format!(
+                "the memory notice store holds its maximum of {} notices (data.memory_max_notices)",
+                self.capacity
+            )));
+        }
+        notices.insert(id, stored.clone());
         Ok(stored)
+    }
+
+    async fn count_by_author_since(
+        &self,
+        openid: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, DataError> {
+        let since = millis(since);
+        Ok(self
+            .lock()
+            .values()
+            .filter(|n| n.author_openid == openid && n.created_at >= since)
+            .count() as u64)
     }
 
     async fn get(&self, id: &str) -> Result<Option<Notice>, DataError> {

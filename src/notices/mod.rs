@@ -8,11 +8,12 @@ mod mongo;
 pub mod routes;
 
 pub use cached::CachedNoticeStore;
-pub use memory::MemoryNoticeStore;
+pub use memory::{DEFAULT_MEMORY_MAX_NOTICES, MemoryNoticeStore};
 pub use model::{NewNotice, Notice, NoticePatch, NoticeState, Visibility};
 pub use mongo::MongoNoticeStore;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::data::DataError;
 
@@ -34,6 +35,14 @@ pub enum AuthorChange<T> {
 pub trait NoticeStore: Send + Sync + 'static {
     /// Store a new notice (assigns id, timestamps, state).
     async fn insert(&self, notice: NewNotice) -> Result<Notice, DataError>;
+
+    /// How many notices `openid` posted at or after `since` (still stored,
+    /// in any state): the daily post quota counts with it.
+    async fn count_by_author_since(
+        &self,
+        openid: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, DataError>;
 
     /// One notice by id (any state).
     async fn get(&self, id: &str) -> Result<Option<Notice>, DataError>;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self, DateTime as BsonDateTime, Document, doc};
@@ -276,6 +276,22 @@ impl NoticeStore for MongoNoticeStore {
                     .await
                     .map_err(|e| unavailable("insert notice", &e))?;
                 Ok(notice.stored(id.to_hex(), from_bson_time(created_at)?))
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip(self, openid), level = "debug")]
+    async fn count_by_author_since(
+        &self,
+        openid: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, DataError> {
+        let op = "count notices by author";
+        let filter =
+            doc! { "author_openid": openid, "created_at": { "$gte": to_bson_time(since) } };
+        self.ready
+            .run(self.op_timeout, op, async {
+                self.notices.count_documents(filter).await.map_err(|e| unavailable(op, &e))
             })
             .await
     }

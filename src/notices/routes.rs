@@ -1,8 +1,10 @@
 //! Notice endpoints: post, public feed, own list, author edits, moderation.
 
-use axum::Json;
+use std::net::IpAddr;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, StatusCode};
@@ -15,8 +17,11 @@ use super::AuthorChange;
 use super::model::{NewNotice, Notice, NoticePatch, NoticeState, Visibility};
 use crate::app::AppState;
 use crate::error::{AppError, AppJson, AppPath, AppQuery};
+use crate::limits::{Limiter, address_key, day_bounds, retry_after};
 use crate::open_data::profile;
-use crate::session::WxSession;
+use crate::session::{ClientIp, WxSession};
+use crate::text;
+use chrono::{DateTime, Utc};
 
 /// Longest notice text, in characters.
 pub const MAX_CONTENT_CHARS: usize = 2000;
@@ -68,8 +73,11 @@ pub struct Page {
     pub pagesize: Option<u32>,
 }
 
+/// The content as stored: controls and bidi refused, invisibles stripped
+/// (see [`crate::text::content`]), trimmed, 1–2000 characters.
 fn check_content(content: &str) -> Result<String, AppError> {
-    let trimmed = content.trim();
+    let cleaned = text::content(content).map_err(AppError::InvalidRequest)?;
+    let trimmed = cleaned.trim();
     let chars = trimmed.chars().count();
     if chars == 0 || chars > MAX_CONTENT_CHARS {
         return Err(AppError::InvalidRequest(format!(
@@ -79,18 +87,67 @@ fn check_content(content: &str) -> Result<String, AppError> {
     Ok(trimmed.to_owned())
 }
 
-fn check_photos(photos: &[String]) -> Result<(), AppError> {
+/// The photos as stored: each normalised by [`crate::text::photo_url`].
+fn check_photos(photos: &[String], hosts: &[String]) -> Result<Vec<String>, AppError> {
     if photos.len() > MAX_PHOTOS {
         return Err(AppError::InvalidRequest(format!("at most {MAX_PHOTOS} photos")));
     }
-    for p in photos {
-        let ok = p.len() <= 2048
-            && url::Url::parse(p).is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
-        if !ok {
-            return Err(AppError::InvalidRequest(format!("photo is not an https URL: {p:.80}")));
-        }
+    photos
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            text::photo_url(p, hosts)
+                .map_err(|why| AppError::InvalidRequest(format!("photos[{i}]: {why}")))
+        })
+        .collect()
+}
+
+/// Count one `what` for `openid` in `limiter`, or refuse with 429.
+fn spend(
+    limiter: &Limiter<String>,
+    what: &'static str,
+    openid: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    limiter
+        .hit(&openid.to_owned(), now)
+        .map_err(|retry_after| AppError::TooManyRequests { what, retry_after })
+}
+
+/// The per-minute and the daily (store-counted) post limits of `openid`.
+async fn post_allowed(state: &AppState, openid: &str) -> Result<(), AppError> {
+    let now = state.clock.now();
+    spend(&state.limits.posts, "notice posts this minute", openid, now)?;
+    let (start, end) = day_bounds(state.limits.tz, now);
+    let today = state.notices.count_by_author_since(openid, start).await;
+    let today = refund_on_storage_error(today, || state.limits.posts.refund(&openid.to_owned()))?;
+    if today >= u64::from(state.limits.posts_per_day) {
+        return Err(AppError::TooManyRequests {
+            what: "notice posts today",
+            retry_after: retry_after(end, now),
+        });
     }
     Ok(())
+}
+
+/// `result`, after giving the caller's quota back (`refund`) when the store
+/// failed: an outage must not use up anyone's posts or edits.
+fn refund_on_storage_error<T, E: Into<AppError>>(
+    result: Result<T, E>,
+    refund: impl FnOnce(),
+) -> Result<T, AppError> {
+    let result = result.map_err(Into::into);
+    if matches!(result, Err(AppError::Storage(_))) {
+        refund();
+    }
+    result
+}
+
+/// The per-minute and daily edit limits of `openid` (this instance).
+fn edit_allowed(state: &AppState, openid: &str) -> Result<(), AppError> {
+    let now = state.clock.now();
+    spend(&state.limits.edits, "notice edits this minute", openid, now)?;
+    spend(&state.limits.edits_daily, "notice edits today", openid, now)
 }
 
 fn check_id(id: &str) -> Result<(), AppError> {
@@ -146,21 +203,25 @@ pub async fn create(
     AppJson(body): AppJson<CreateNotice>,
 ) -> Result<Response, AppError> {
     let content = check_content(&body.content)?;
-    check_photos(&body.photos)?;
+    let photos = check_photos(&body.photos, &state.limits.photo_hosts)?;
+    post_allowed(&state, session.openid()).await?;
     content_check(&state, session.openid(), &content).await?;
     let (nick, avatar) = profile(&session);
-    let notice = state
+    let inserted = state
         .notices
         .insert(NewNotice {
             author_openid: session.openid().to_owned(),
             author_nick_name: nick,
             author_avatar_url: avatar,
             content,
-            photos: body.photos,
+            photos,
             visibility: body.visibility.unwrap_or(Visibility::Public),
             created_at: state.clock.now(),
         })
-        .await?;
+        .await;
+    let notice = refund_on_storage_error(inserted, || {
+        state.limits.posts.refund(&session.openid().to_owned());
+    })?;
     Ok((StatusCode::CREATED, Json(notice)).into_response())
 }
 
@@ -244,17 +305,34 @@ pub async fn update(
     if content.is_none() && body.visibility.is_none() {
         return Err(AppError::InvalidRequest("send `content` and/or `visibility`".into()));
     }
+    edit_allowed(&state, session.openid())?;
+    let refund = || {
+        let openid = session.openid().to_owned();
+        state.limits.edits.refund(&openid);
+        state.limits.edits_daily.refund(&openid);
+    };
+    let changed = edit(&state, &session, &id, content, body.visibility).await;
+    refund_on_storage_error(changed, refund)
+}
+
+async fn edit(
+    state: &AppState,
+    session: &WxSession,
+    id: &str,
+    content: Option<String>,
+    visibility: Option<Visibility>,
+) -> Result<Json<Notice>, AppError> {
     if let Some(c) = &content {
         // Check authorship before spending a content-security call.
-        match state.notices.get(&id).await? {
+        match state.notices.get(id).await? {
             None => return Err(AppError::NotFound("notice")),
             Some(n) if n.author_openid != session.openid() => return Err(not_yours(&n)),
-            Some(_) => content_check(&state, session.openid(), c).await?,
+            Some(_) => content_check(state, session.openid(), c).await?,
         }
     }
-    let patch = NoticePatch { content, visibility: body.visibility };
-    let change = state.notices.update(&id, session.openid(), &patch).await?;
-    Ok(Json(author_result(&state, &id, change).await?))
+    let patch = NoticePatch { content, visibility };
+    let change = state.notices.update(id, session.openid(), &patch).await?;
+    Ok(Json(author_result(state, id, change).await?))
 }
 
 /// `DELETE {base}/notices/{id}`: author only.
@@ -290,13 +368,36 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> 
     }
 }
 
+/// [`require_admin`], limited per client address: once an address used up
+/// `notices.admin_failures_per_minute` failures it gets 429 (even with the
+/// right token) until its minute is over.
+fn admin_from(state: &AppState, headers: &HeaderMap, ip: Option<IpAddr>) -> Result<(), AppError> {
+    // No address (never behind the access log): one shared bucket.
+    let key = address_key(ip.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)));
+    let now = state.clock.now();
+    let failures = &state.limits.admin_failures;
+    let locked = |retry_after| AppError::TooManyRequests {
+        what: "failed admin attempts from this address",
+        retry_after,
+    };
+    if let Some(retry_after) = failures.blocked(&key, now) {
+        return Err(locked(retry_after));
+    }
+    require_admin(state, headers).inspect_err(|_| {
+        if failures.hit(&key, now).is_err() {
+            tracing::debug!("admin attempts locked out for an address");
+        }
+    })
+}
+
 async fn moderate(
     state: AppState,
     headers: HeaderMap,
+    ip: Option<Extension<ClientIp>>,
     id: String,
     banned: bool,
 ) -> Result<Json<Notice>, AppError> {
-    require_admin(&state, &headers)?;
+    admin_from(&state, &headers, ip.map(|Extension(ClientIp(ip))| ip))?;
     check_id(&id)?;
     let notice =
         state.notices.set_banned(&id, banned).await?.ok_or(AppError::NotFound("notice"))?;
@@ -308,16 +409,18 @@ async fn moderate(
 pub async fn ban(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ip: Option<Extension<ClientIp>>,
     AppPath(id): AppPath<String>,
 ) -> Result<Json<Notice>, AppError> {
-    moderate(state, headers, id, true).await
+    moderate(state, headers, ip, id, true).await
 }
 
 /// `POST /admin/notices/{id}/unban` (admin bearer token).
 pub async fn unban(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ip: Option<Extension<ClientIp>>,
     AppPath(id): AppPath<String>,
 ) -> Result<Json<Notice>, AppError> {
-    moderate(state, headers, id, false).await
+    moderate(state, headers, ip, id, false).await
 }

@@ -15,9 +15,23 @@ use crate::mongo::millis;
 
 /// [`PkStore`] in process memory, with the same semantics as the MongoDB
 /// store (times truncated to milliseconds, steps capped at `i64::MAX`).
-#[derive(Debug, Default)]
+///
+/// Bounded: step records and memberships together are at most its capacity;
+/// a new one past it answers [`DataError::Full`] (the gateway's 507), while
+/// updates of existing records still work.
+#[derive(Debug)]
 pub struct MemoryPkStore {
     inner: Mutex<Inner>,
+    capacity: u64,
+}
+
+/// The capacity of [`MemoryPkStore::new`].
+pub const DEFAULT_MEMORY_MAX_PK_RECORDS: u64 = 100_000;
+
+impl Default for MemoryPkStore {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_MEMORY_MAX_PK_RECORDS)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -26,12 +40,32 @@ struct Inner {
     members: BTreeMap<(String, String), Membership>,
     /// `(open_gid, date)` → openid → record.
     days: HashMap<(String, String), BTreeMap<String, StepRecord>>,
+    /// Step records over all days.
+    records: u64,
+}
+
+impl Inner {
+    fn entries(&self) -> u64 {
+        self.members.len() as u64 + self.records
+    }
+}
+
+fn full(capacity: u64) -> DataError {
+    DataError::Full(format!(
+        "the memory PK store holds its maximum of {capacity} records and memberships \
+         (data.memory_max_pk_records)"
+    ))
 }
 
 impl MemoryPkStore {
-    /// An empty store.
+    /// An empty store holding at most [`DEFAULT_MEMORY_MAX_PK_RECORDS`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store holding at most `capacity` records and memberships.
+    pub fn with_capacity(capacity: u64) -> Self {
+        Self { inner: Mutex::new(Inner::default()), capacity }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -54,9 +88,18 @@ fn ranking_order(a: &StepRecord, b: &StepRecord) -> Ordering {
 impl PkStore for MemoryPkStore {
     async fn add_membership(&self, open_gid: &str, openid: &str) -> Result<(), DataError> {
         let joined_at = millis(Utc::now());
-        self.lock().members.entry((open_gid.to_owned(), openid.to_owned())).or_insert_with(|| {
-            Membership { open_gid: open_gid.to_owned(), openid: openid.to_owned(), joined_at }
-        });
+        let mut inner = self.lock();
+        let key = (open_gid.to_owned(), openid.to_owned());
+        if inner.members.contains_key(&key) {
+            return Ok(());
+        }
+        if inner.entries() >= self.capacity {
+            return Err(full(self.capacity));
+        }
+        inner.members.insert(
+            key,
+            Membership { open_gid: open_gid.to_owned(), openid: openid.to_owned(), joined_at },
+        );
         Ok(())
     }
 
@@ -76,7 +119,15 @@ impl PkStore for MemoryPkStore {
         let at = millis(checkin.at);
         let steps = storable_steps(checkin.steps);
         let mut inner = self.lock();
-        let day = inner.days.entry((checkin.open_gid.clone(), checkin.date.clone())).or_default();
+        let key = (checkin.open_gid.clone(), checkin.date.clone());
+        let known = inner.days.get(&key).is_some_and(|day| day.contains_key(&checkin.openid));
+        if !known {
+            if inner.entries() >= self.capacity {
+                return Err(full(self.capacity));
+            }
+            inner.records += 1;
+        }
+        let day = inner.days.entry(key).or_default();
         let record = day
             .entry(checkin.openid.clone())
             .and_modify(|r| {

@@ -11,7 +11,7 @@ pub mod routes;
 const OFF_WORKER_BATCH: usize = 512;
 
 pub use cached::{BoardCacheConfig, CachedPkStore};
-pub use memory::MemoryPkStore;
+pub use memory::{DEFAULT_MEMORY_MAX_PK_RECORDS, MemoryPkStore};
 pub use model::{GroupRank, Membership, RankedEntry, StepCheckin, StepRecord};
 pub use mongo::MongoPkStore;
 

@@ -177,6 +177,28 @@ pub struct RankingQuery {
     pub date: Option<String>,
 }
 
+/// A requested ranking day, `YYYY-MM-DD` within `[today − retention_days,
+/// today]` in `tz` (older records are gone, later ones cannot exist yet).
+fn ranking_date(
+    raw: &str,
+    tz: Tz,
+    now: DateTime<Utc>,
+    retention_days: u32,
+) -> Result<String, AppError> {
+    let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map_err(|_| AppError::InvalidRequest("date must be YYYY-MM-DD".into()))?;
+    let today = now.with_timezone(&tz).date_naive();
+    let oldest = today
+        .checked_sub_days(chrono::Days::new(u64::from(retention_days)))
+        .unwrap_or(NaiveDate::MIN);
+    if date < oldest || date > today {
+        return Err(AppError::InvalidRequest(format!(
+            "date must be between {oldest} and {today} (pk.retention_days = {retention_days})"
+        )));
+    }
+    Ok(date.format("%Y-%m-%d").to_string())
+}
+
 /// `GET {base}/pk/groups/{openGId}/ranking?date=`: members only.
 #[tracing::instrument(skip_all)]
 pub async fn ranking(
@@ -187,12 +209,12 @@ pub async fn ranking(
 ) -> Result<Json<RankingResponse>, AppError> {
     valid_gid(&gid)?;
     let date = match q.date {
-        Some(d) => NaiveDate::parse_from_str(&d, "%Y-%m-%d")
-            .map_err(|_| AppError::InvalidRequest("date must be YYYY-MM-DD".into()))?
-            .format("%Y-%m-%d")
-            .to_string(),
+        Some(d) => {
+            ranking_date(&d, state.pk_tz, state.clock.now(), state.limits.pk_retention_days)?
+        }
         None => date_in(state.pk_tz, state.clock.now()),
     };
+    // The date was checked before any store or cache is touched.
     if !state.pk.is_member(&gid, session.openid()).await? {
         return Err(AppError::NotAMember);
     }
