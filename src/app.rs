@@ -76,6 +76,8 @@ pub struct Shared {
     pub clock: Clock,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpAddr]>,
+    /// Open-data rules: the decryption-failure budget and freshness.
+    pub open_data: crate::config::OpenDataSection,
 }
 
 impl std::fmt::Debug for AppState {

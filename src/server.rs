@@ -144,6 +144,7 @@ impl Application {
             message_token: config.message.token.clone(),
             clock,
             trusted_proxies: config.server.trusted_proxies.clone().into(),
+            open_data: config.open_data,
         });
         let router = router(state, &config.server.base_path, fake);
         tracing::info!(

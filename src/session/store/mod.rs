@@ -231,6 +231,16 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Liveness of the backend (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Count one open-data decryption failure of session `id` and answer how
+    /// many it has had in its current window, this one included.
+    ///
+    /// The window starts with the first failure counted and lasts `window`;
+    /// later failures do not extend it. The count lives in its own namespace
+    /// (`fail:<key suffix>`, in the session's Redis Cluster slot for a tagged
+    /// token), shared by every instance on the store. A count that cannot be
+    /// recorded is an error: callers then refuse to answer (fail closed).
+    async fn count_failure(&self, id: &SessionId, window: Duration) -> Result<u64, StoreError>;
 }
 
 /// Length of a user slot tag: hex digits of SHA-1(openid).
