@@ -291,6 +291,31 @@ async fn the_budget_revokes_on_the_memory_store_with_the_l1_on() {
     the_budget_revokes_the_session(&app, "o_budget_l1").await;
 }
 
+/// compat dialect (`X-WX-Code`), L1 on: the budget revokes the code's
+/// session and evicts it; the spent code cannot log in again.
+#[tokio::test]
+async fn the_budget_revokes_a_compat_session() {
+    let app =
+        spawn_app(AppOptions::memory().with("session.l1", true).with("session.l1_ttl", "60s"))
+            .await;
+    let minted = app.mint("o_budget_compat");
+    let raw = support::app::raw_data("c");
+    let signature = support::app::sign(&raw, &minted.session_key);
+    assert_eq!(app.compat_login(&minted.code, &raw, &signature).await.status, 200);
+    assert_eq!(app.compat_me(&minted.code).await.status, 200);
+    let bad = encrypt_for(&app.mint("o_z").session_key, json!({}), APP_ID);
+    let auth = [("X-WX-Code", minted.code.as_str())];
+    for i in 1..=5 {
+        let a = app.post("/applet/open-data/decrypt", &auth, &bad).await;
+        assert_eq!(a.reason(), Some("ERR_DECRYPT_FAILED"), "failure {i}: {a:?}");
+    }
+    let a = app.post("/applet/open-data/phone", &auth, &bad).await;
+    assert_eq!((a.status, a.reason()), (401, Some("ERR_SESSION_EXPIRED")), "{a:?}");
+    assert_eq!(app.compat_me(&minted.code).await.status, 401);
+    let again = app.compat_login(&minted.code, &raw, &signature).await;
+    assert_eq!(again.status, 401, "the code is spent: {again:?}");
+}
+
 #[tokio::test]
 async fn the_budget_revokes_on_redis_for_every_instance() {
     let url = support::redis::shared_redis_url();
