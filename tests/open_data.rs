@@ -103,6 +103,9 @@ fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Builds a route's request body around one probe.
+type ProbeBody = Box<dyn Fn(Value) -> Value>;
+
 /// The probe learns nothing: on each route, every one of the 255 failing
 /// answers is byte for byte the same.
 #[tokio::test]
@@ -111,7 +114,7 @@ async fn a_padding_oracle_probe_learns_nothing() {
     let user = app.user("o_probe", "p").await;
     let valid = |data: Value| user.encrypt(data);
     let werun = valid(json!({"stepInfoList": []}));
-    let routes: [(&str, Value, Box<dyn Fn(Value) -> Value>); 3] = [
+    let routes: [(&str, Value, ProbeBody); 3] = [
         ("/applet/open-data/decrypt", valid(json!({"openId": "o_probe"})), Box::new(|p| p)),
         (
             "/applet/open-data/phone",
@@ -227,7 +230,9 @@ async fn every_key_dependent_failure_answers_alike() {
 async fn old_data_decrypts_when_no_max_age_is_set() {
     let app = spawn_app(AppOptions::memory()).await;
     let user = app.user("o_old", "o").await;
-    let old = user.encrypt(json!({"openId": "o_old", "watermark": {"appid": APP_ID, "timestamp": 1_477_314_187}}));
+    let old = user.encrypt(
+        json!({"openId": "o_old", "watermark": {"appid": APP_ID, "timestamp": 1_477_314_187}}),
+    );
     let a = app.post("/applet/open-data/decrypt", &[user.auth()], &old).await;
     assert_eq!(a.status, 200, "{a:?}");
 }
@@ -245,7 +250,8 @@ async fn the_budget_revokes_the_session(app: &TestApp, openid: &str) {
         let token = token.to_owned();
         async move { app.post("/applet/open-data/decrypt", &[("X-WX-Skey", &token)], &body).await }
     };
-    let failed = |a: &support::app::Answer| (a.status, a.reason()) == (400, Some("ERR_DECRYPT_FAILED"));
+    let failed =
+        |a: &support::app::Answer| (a.status, a.reason()) == (400, Some("ERR_DECRYPT_FAILED"));
     assert_eq!(app.token_me(&user.token).await.status, 200); // into the L1, when on
     for i in 1..=4 {
         let a = decrypt(&bad, &user.token).await;
@@ -347,7 +353,8 @@ async fn the_budget_revokes_on_redis_for_every_instance() {
         let a = app.post("/applet/open-data/decrypt", &[user.auth()], &bad).await;
         assert_eq!(a.reason(), Some("ERR_DECRYPT_FAILED"), "{a:?}");
     }
-    let a = two.post("/applet/pk/checkin", &[user.auth()], &json!({"share": bad, "werun": bad})).await;
+    let a =
+        two.post("/applet/pk/checkin", &[user.auth()], &json!({"share": bad, "werun": bad})).await;
     assert_eq!((a.status, a.reason()), (401, Some("ERR_SESSION_EXPIRED")), "{a:?}");
     assert_eq!(one.token_me(&user.token).await.status, 401);
 }

@@ -522,7 +522,11 @@ impl WxSessions {
     /// this instance's L1 cache. `headers` are the request's that `session`
     /// was authenticated from (the L1 is keyed by the credential they carry;
     /// it is evicted only when it names this session).
-    pub async fn revoke(&self, session: &WxSession, headers: &HeaderMap) -> Result<(), SessionError> {
+    pub async fn revoke(
+        &self,
+        session: &WxSession,
+        headers: &HeaderMap,
+    ) -> Result<(), SessionError> {
         self.store.delete(session.id()).await.map_err(store_error)?;
         if let Some(l1) = &self.l1 {
             if let Some(token) = bearer_token(headers)

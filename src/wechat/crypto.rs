@@ -246,7 +246,8 @@ fn strict_pkcs7_len(decrypted: &[u8]) -> (Choice, usize) {
     let tail = decrypted.get(len.saturating_sub(BLOCK)..).unwrap_or_default();
     let n = tail.last().copied().unwrap_or(0);
     // 1 <= n <= 16 (the buffer holds at least one block, so n <= len).
-    let mut ok = !n.ct_eq(&0) & !(BLOCK as u8).ct_lt(&n) & Choice::from(u8::from(tail.len() == BLOCK));
+    let mut ok =
+        !n.ct_eq(&0) & !(BLOCK as u8).ct_lt(&n) & Choice::from(u8::from(tail.len() == BLOCK));
     for (i, &b) in tail.iter().rev().enumerate() {
         let in_padding = (i as u8).ct_lt(&n);
         ok &= !in_padding | b.ct_eq(&n);
