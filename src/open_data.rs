@@ -5,12 +5,14 @@
 //!
 //! Every failure that depends on the key (bad padding, not a JSON object,
 //! another app's watermark, stale data) answers alike, and each one counts
-//! against the session's budget (`open_data.max_decrypt_failures` per
+//! against a budget (`open_data.max_decrypt_failures` per
 //! `open_data.failure_window`, counted in the session store so every
-//! instance shares it). The failure past the budget revokes the session and
-//! answers `ERR_SESSION_EXPIRED`: the client logs in again and gets a new
-//! session_key, and no key ever meets the thousands of probes a CBC padding
-//! oracle attack needs. A budget that cannot be checked (store down) answers
+//! instance shares it, per user and session_key:
+//! [`SessionId::failure_budget`]). The failure past the budget revokes the
+//! session and answers `ERR_SESSION_EXPIRED`: the client logs in again and
+//! gets a new session_key (should WeChat hand out the same key again, the
+//! used-up budget stays with it), and no key ever meets the thousands of
+//! probes a CBC padding oracle attack needs. A budget that cannot be checked (store down) answers
 //! 503, never the failure itself.
 
 use axum::Json;
@@ -21,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::{AppError, AppJson};
+use crate::session::store::SessionId;
 use crate::session::{SessionError, WxSession};
 use crate::wechat::{Freshness, decrypt_open_data_fresh};
 
@@ -76,8 +79,9 @@ impl AppState {
         if !err.is_key_dependent() {
             return Err(AppError::Decrypt(err));
         }
+        let budget = SessionId::failure_budget(session.openid(), session.session_key());
         let failures =
-            self.sessions.store().count_failure(session.id(), rules.failure_window).await.map_err(
+            self.sessions.store().count_failure(&budget, rules.failure_window).await.map_err(
                 |e| {
                     tracing::debug!(error = %e, "could not count a decryption failure");
                     SessionError::StoreUnavailable

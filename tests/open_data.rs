@@ -297,6 +297,40 @@ async fn the_budget_revokes_on_the_memory_store_with_the_l1_on() {
     the_budget_revokes_the_session(&app, "o_budget_l1").await;
 }
 
+/// The budget follows the session_key, not the session: a new login that
+/// WeChat answers with the same key keeps the budget the last one used up.
+#[tokio::test]
+async fn the_budget_follows_the_session_key_across_logins() {
+    let app = spawn_app(AppOptions::redis("open_data_same_key")).await;
+    let login = |key: Option<String>| {
+        let app = &app;
+        async move {
+            let minted = app.fake.mint_code("o_same_key", key, None);
+            let a = app.token_login(&json!({"code": minted.code})).await;
+            assert_eq!(a.status, 200, "{a:?}");
+            (a.body["token"].as_str().unwrap().to_owned(), minted.session_key)
+        }
+    };
+    let bad = encrypt_for(&app.mint("o_w").session_key, json!({}), APP_ID);
+    let decrypt = |token: String| {
+        let (app, bad) = (&app, &bad);
+        async move { app.post("/applet/open-data/decrypt", &[("X-WX-Skey", &token)], bad).await }
+    };
+    let (first, key) = login(None).await;
+    for i in 1..=5 {
+        assert_eq!(decrypt(first.clone()).await.reason(), Some("ERR_DECRYPT_FAILED"), "{i}");
+    }
+    let (second, same) = login(Some(key.clone())).await;
+    assert_eq!(same, key);
+    let a = decrypt(second.clone()).await;
+    assert_eq!((a.status, a.reason()), (401, Some("ERR_SESSION_EXPIRED")), "{a:?}");
+    assert_eq!(app.token_me(&second).await.status, 401);
+    // A new key has a budget of its own.
+    let (third, _) = login(None).await;
+    assert_eq!(decrypt(third.clone()).await.reason(), Some("ERR_DECRYPT_FAILED"));
+    assert_eq!(app.token_me(&third).await.status, 200);
+}
+
 /// compat dialect (`X-WX-Code`), L1 on: the budget revokes the code's
 /// session and evicts it; the spent code cannot log in again.
 #[tokio::test]
