@@ -88,11 +88,11 @@ pub const MAX_DECRYPT_FAILURES_LIMIT: u64 = 1_000;
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OpenDataSection {
-    /// Key-dependent decryption failures a session may have per
+    /// Key-dependent decryption failures one user's session_key may meet per
     /// `failure_window`; the next one revokes the session
     /// (`ERR_SESSION_EXPIRED`). 1 to [`MAX_DECRYPT_FAILURES_LIMIT`].
     pub max_decrypt_failures: u64,
-    /// The budget's window, counted from the first failure.
+    /// The budget's window, counted from its first failure.
     #[serde(with = "humantime_serde")]
     pub failure_window: Duration,
     /// When set, `watermark.timestamp` may be at most this old; unset (the

@@ -12,7 +12,7 @@
 //! | `{prefix}code:<code>` | a compat session (JSON record) |
 //! | `{prefix}kv:<name>` | a shared value |
 //! | `{prefix}lock:<name>` | a lock's fencing token |
-//! | `{prefix}fail:<session key suffix>` | a session's open-data decryption failures in the current window (a count) |
+//! | `{prefix}fail:token:{u:<tag>}:key:<sha256>` | open-data decryption failures of one user's session_key in the current window (a count; see [`super::SessionId::failure_budget`]) |
 //!
 //! `{u:<tag>}` is a Redis Cluster hash tag: a user's openid index and all of
 //! their token sessions live in one slot. A token is `<tag>.<256 random bits>`
