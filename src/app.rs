@@ -81,6 +81,8 @@ pub struct Shared {
     pub trusted_proxies: Arc<[IpAddr]>,
     /// Write limits and request rules of the business routes.
     pub limits: crate::limits::Limits,
+    /// Open-data rules: the decryption-failure budget and freshness.
+    pub open_data: crate::config::OpenDataSection,
 }
 
 impl std::fmt::Debug for AppState {

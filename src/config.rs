@@ -74,6 +74,45 @@ pub struct Config {
     /// WeChat message push.
     #[serde(default)]
     pub message: MessageSection,
+    /// Open-data decryption: the failure budget and freshness.
+    #[serde(default)]
+    pub open_data: OpenDataSection,
+}
+
+/// Most decryption failures `open_data.max_decrypt_failures` may allow per
+/// window: thousands against one key would make a padding oracle practical
+/// again, even with every answer alike.
+pub const MAX_DECRYPT_FAILURES_LIMIT: u64 = 1_000;
+
+/// `[open_data]`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenDataSection {
+    /// Key-dependent decryption failures one user's session_key may meet per
+    /// `failure_window`; the next one revokes the session
+    /// (`ERR_SESSION_EXPIRED`). 1 to [`MAX_DECRYPT_FAILURES_LIMIT`].
+    pub max_decrypt_failures: u64,
+    /// The budget's window, counted from its first failure.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// When set, `watermark.timestamp` may be at most this old; unset (the
+    /// default) accepts any age, as WeChat's published sample needs.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// With `max_age`: how far in the future a watermark may be.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+}
+
+impl Default for OpenDataSection {
+    fn default() -> Self {
+        Self {
+            max_decrypt_failures: 5,
+            failure_window: Duration::from_secs(3600),
+            max_age: None,
+            clock_skew: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Which data store to use.
@@ -696,6 +735,22 @@ impl Config {
                 )));
             }
         }
+        if self.open_data.max_decrypt_failures == 0
+            || self.open_data.max_decrypt_failures > MAX_DECRYPT_FAILURES_LIMIT
+        {
+            return Err(ConfigError::Rejected(format!(
+                "open_data.max_decrypt_failures must be between 1 and \
+                 {MAX_DECRYPT_FAILURES_LIMIT} (the budget cannot be turned off)"
+            )));
+        }
+        if self.open_data.failure_window.is_zero() {
+            return reject("open_data.failure_window must be greater than zero");
+        }
+        if self.open_data.max_age.is_some_and(|d| d.is_zero()) {
+            return reject(
+                "open_data.max_age must be greater than zero (remove it to accept any age)",
+            );
+        }
         self.pk.tz()?;
         for (i, host) in self.notices.photo_hosts.iter().enumerate() {
             if !crate::text::is_dns_name(host.strip_prefix('.').unwrap_or(host)) {
@@ -841,6 +896,32 @@ mod tests {
                 .to_string();
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn open_data_budget_defaults_and_refusals() {
+        let c = Config::from_figment(base()).unwrap();
+        assert_eq!(c.open_data, OpenDataSection::default());
+        assert_eq!(c.open_data.max_decrypt_failures, 5);
+        assert_eq!(c.open_data.failure_window, Duration::from_secs(3600));
+        assert_eq!(c.open_data.max_age, None);
+        assert_eq!(c.open_data.clock_skew, Duration::from_secs(300));
+        let with = |k: &str, v: &str| {
+            let text = format!("[open_data]\n{k} = {v}\n");
+            Config::from_figment(base().merge(Toml::string(&text)))
+        };
+        let on = with("max_age", "\"10m\"").unwrap();
+        assert_eq!(on.open_data.max_age, Some(Duration::from_secs(600)));
+        for (k, v) in [
+            ("max_decrypt_failures", "0"),
+            ("max_decrypt_failures", "1001"),
+            ("failure_window", "\"0s\""),
+            ("max_age", "\"0s\""),
+        ] {
+            let err = with(k, v).unwrap_err().to_string();
+            assert!(err.contains(&format!("open_data.{k}")), "{k} = {v}: {err}");
+        }
+        assert!(with("max_decrypt_failures", "1000").is_ok());
     }
 
     #[test]

@@ -22,7 +22,13 @@ pub enum AppError {
     /// The request is malformed or a value is out of range.
     #[error("{0}")]
     InvalidRequest(String),
-    /// Encrypted data did not decrypt with the session's key.
+    /// Encrypted data did not decrypt with the session's key, or is malformed.
+    ///
+    /// Every key-dependent failure ([`DecryptError::is_key_dependent`]: bad
+    /// padding, not a JSON object, another app's watermark, stale data)
+    /// answers byte for byte the same: one message, `detail: {}`. Telling
+    /// them apart would be a CBC padding oracle. The kind is logged at debug
+    /// level only.
     #[error("{}", decrypt_message(.0))]
     Decrypt(DecryptError),
     /// The request body is larger than the route accepts.
@@ -144,39 +150,22 @@ impl AppError {
             | Self::AccessToken(WeChatError::Api { errcode, errmsg }) => {
                 json!({"errcode": errcode, "errmsg": errmsg})
             }
-            Self::Decrypt(e) => decrypt_detail(e),
             _ => json!({}),
         }
     }
 }
 
-/// A stable, machine-readable kind for each decryption failure.
-fn decrypt_detail(e: &DecryptError) -> Value {
-    match e {
-        DecryptError::BadBase64 { field } => json!({"kind": "bad_base64", "field": field}),
-        DecryptError::BadKeyLength(n) => json!({"kind": "bad_key_length", "bytes": n}),
-        DecryptError::BadIvLength(n) => json!({"kind": "bad_iv_length", "bytes": n}),
-        DecryptError::BadCiphertextLength(n) => {
-            json!({"kind": "bad_ciphertext_length", "bytes": n})
-        }
-        DecryptError::BadPadding => json!({"kind": "bad_padding"}),
-        DecryptError::NotJson => json!({"kind": "not_json"}),
-        DecryptError::WatermarkMismatch => json!({"kind": "watermark_mismatch"}),
-    }
-}
+/// The one message of every key-dependent decryption failure.
+pub const DECRYPT_FAILED_MESSAGE: &str = "the encrypted data could not be decrypted with this \
+     session; call wx.login again, log in, and fetch the data again";
 
-/// Malformed input is the client's bug; a key mismatch usually means the
-/// client called `wx.login` again after fetching the data.
+/// Key-dependent failures share one message ([`DECRYPT_FAILED_MESSAGE`]); a
+/// malformed input (base64, lengths: the same whatever the key) is the
+/// client's bug and may say what is wrong.
 fn decrypt_message(e: &DecryptError) -> String {
     match e {
-        DecryptError::BadPadding | DecryptError::NotJson => format!(
-            "the encrypted data could not be decrypted ({e}); the session_key has probably \
-             changed: call wx.login again, log in, and fetch the data again"
-        ),
-        DecryptError::WatermarkMismatch => {
-            format!("the encrypted data is not for this mini-program ({e})")
-        }
-        DecryptError::BadKeyLength(_) => {
+        _ if e.is_key_dependent() => DECRYPT_FAILED_MESSAGE.to_owned(),
+        DecryptError::BadKeyLength(_) | DecryptError::BadBase64 { field: "session_key" } => {
             format!("the session's key is unusable ({e}); log in again")
         }
         _ => format!(
@@ -344,6 +333,32 @@ mod tests {
         }
         let detail = AppError::AccessToken(api(40125)).detail();
         assert_eq!(detail, json!({"errcode": 40125, "errmsg": "x"}));
+    }
+
+    #[test]
+    fn key_dependent_decrypt_failures_answer_alike() {
+        let answers: Vec<(StatusCode, &str, String, Value)> = [
+            DecryptError::BadPadding,
+            DecryptError::NotJson,
+            DecryptError::WatermarkMismatch,
+            DecryptError::Stale,
+        ]
+        .into_iter()
+        .map(AppError::Decrypt)
+        .map(|e| (e.status(), e.reason(), e.to_string(), e.detail()))
+        .collect();
+        let first = (
+            StatusCode::BAD_REQUEST,
+            "ERR_DECRYPT_FAILED",
+            DECRYPT_FAILED_MESSAGE.to_owned(),
+            json!({}),
+        );
+        assert!(answers.iter().all(|a| *a == first), "{answers:?}");
+        // Malformed input may say what is wrong, still without a detail.
+        let malformed = AppError::Decrypt(DecryptError::BadIvLength(3));
+        assert!(malformed.to_string().contains("malformed"), "{malformed}");
+        assert_eq!(malformed.detail(), json!({}));
+        assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -1,15 +1,31 @@
 //! Open data: the user's encrypted data decrypted with the server-held
 //! session_key (PROTOCOL.md §3), and the phone number both ways.
+//!
+//! # No padding oracle
+//!
+//! Every failure that depends on the key (bad padding, not a JSON object,
+//! another app's watermark, stale data) answers alike, and each one counts
+//! against a budget (`open_data.max_decrypt_failures` per
+//! `open_data.failure_window`, counted in the session store so every
+//! instance shares it, per user and session_key:
+//! [`SessionId::failure_budget`]). The failure past the budget revokes the
+//! session and answers `ERR_SESSION_EXPIRED`: the client logs in again and
+//! gets a new session_key (should WeChat hand out the same key again, the
+//! used-up budget stays with it), and no key ever meets the thousands of
+//! probes a CBC padding oracle attack needs. A budget that cannot be checked (store down) answers
+//! 503, never the failure itself.
 
 use axum::Json;
 use axum::extract::State;
+use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::{AppError, AppJson};
-use crate::session::WxSession;
-use crate::wechat::decrypt_open_data;
+use crate::session::store::SessionId;
+use crate::session::{SessionError, WxSession};
+use crate::wechat::{Freshness, decrypt_open_data_fresh};
 
 /// `{encryptedData, iv}` as the mini-program API hands them out.
 #[derive(Clone, Debug, Deserialize)]
@@ -33,24 +49,87 @@ pub fn profile(session: &WxSession) -> (String, String) {
 }
 
 impl AppState {
-    /// Decrypt `data` with the caller's session_key and check the watermark.
-    pub fn decrypt(&self, session: &WxSession, data: &Encrypted) -> Result<Value, AppError> {
-        Ok(decrypt_open_data(session.session_key(), &data.encrypted_data, &data.iv, &self.app_id)?)
+    /// Decrypt `data` with the caller's session_key and check the watermark
+    /// (and its age, when `open_data.max_age` is set).
+    ///
+    /// A key-dependent failure is logged at debug level (its kind only) and
+    /// counted; past the budget the session is revoked (`headers` are the
+    /// request's, for the L1 eviction) and the answer is
+    /// `ERR_SESSION_EXPIRED`.
+    pub async fn decrypt(
+        &self,
+        session: &WxSession,
+        headers: &HeaderMap,
+        data: &Encrypted,
+    ) -> Result<Value, AppError> {
+        let rules = &self.open_data;
+        let freshness = rules.max_age.map(|max_age| Freshness {
+            now: self.clock.now().timestamp(),
+            max_age,
+            clock_skew: rules.clock_skew,
+        });
+        let err = match decrypt_open_data_fresh(
+            session.session_key(),
+            &data.encrypted_data,
+            &data.iv,
+            &self.app_id,
+            freshness.as_ref(),
+        ) {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        tracing::debug!(kind = err.kind(), user = %session.log_tag(), "open data refused");
+        if !err.is_key_dependent() {
+            return Err(AppError::Decrypt(err));
+        }
+        let budget = SessionId::failure_budget(session.openid(), session.session_key());
+        let failures =
+            self.sessions.store().count_failure(&budget, rules.failure_window).await.map_err(
+                |e| {
+                    tracing::debug!(error = %e, "could not count a decryption failure");
+                    SessionError::StoreUnavailable
+                },
+            )?;
+        if failures > rules.max_decrypt_failures {
+            self.sessions.revoke(session, headers).await?;
+            tracing::info!(
+                user = %session.log_tag(),
+                failures,
+                "session revoked: too many open-data decryption failures"
+            );
+            return Err(SessionError::SessionExpired.into());
+        }
+        Err(AppError::Decrypt(err))
     }
 }
 
+/// Longest unionId saved onto a session (WeChat's are 28 characters).
+const MAX_UNIONID_LEN: usize = 128;
+
+/// The unionId to save onto `session` from decrypted `data`, if any: only
+/// when the session has none yet (jscode2session's is never overwritten) and
+/// the data is about this very user (its `openId` is the session's).
+fn union_id_to_save<'a>(session: &WxSession, data: &'a Value) -> Option<&'a str> {
+    let unionid = data.get("unionId").and_then(Value::as_str)?;
+    let plausible = !unionid.is_empty()
+        && unionid.len() <= MAX_UNIONID_LEN
+        && unionid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let own = data.get("openId").and_then(Value::as_str) == Some(session.openid());
+    (plausible && own && session.unionid().is_none()).then_some(unionid)
+}
+
 /// `POST {base}/open-data/decrypt`: `{"data": {...}}`. A `unionId` in the
-/// data is saved onto the caller's session.
+/// data is saved onto the caller's session when the session has none yet and
+/// the data's `openId` is the caller's.
 #[tracing::instrument(skip_all)]
 pub async fn decrypt(
     State(state): State<AppState>,
     session: WxSession,
+    headers: HeaderMap,
     AppJson(body): AppJson<Encrypted>,
 ) -> Result<Json<Value>, AppError> {
-    let data = state.decrypt(&session, &body)?;
-    if let Some(unionid) = data.get("unionId").and_then(Value::as_str)
-        && session.unionid() != Some(unionid)
-    {
+    let data = state.decrypt(&session, &headers, &body).await?;
+    if let Some(unionid) = union_id_to_save(&session, &data) {
         let mut record = session.record().clone();
         record.unionid = Some(unionid.to_owned());
         state.sessions.save(&session, record).await?;
@@ -76,6 +155,7 @@ pub enum PhoneRequest {
 pub async fn phone(
     State(state): State<AppState>,
     session: WxSession,
+    headers: HeaderMap,
     body: Result<AppJson<PhoneRequest>, AppError>,
 ) -> Result<Json<Value>, AppError> {
     let AppJson(body) = body.map_err(|e| match e {
@@ -93,7 +173,7 @@ pub async fn phone(
             }
             AppError::wechat_call(state.tokens.try_phone_number(code.trim()).await)?
         }
-        PhoneRequest::Encrypted(data) => state.decrypt(&session, &data)?,
+        PhoneRequest::Encrypted(data) => state.decrypt(&session, &headers, &data).await?,
     };
     Ok(Json(json!({ "phoneInfo": info })))
 }

@@ -145,6 +145,7 @@ impl Application {
             clock,
             trusted_proxies: config.server.trusted_proxies.clone().into(),
             limits: crate::limits::Limits::from_config(&config)?,
+            open_data: config.open_data,
         });
         let router = router(state, &config.server, fake);
         if config.server.request_timeout <= config.wechat.timeout {

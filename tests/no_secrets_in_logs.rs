@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use support::app::{APP_SECRET, AppOptions, raw_data, sign, spawn_app};
+use support::app::{APP_ID, APP_SECRET, AppOptions, encrypt_for, raw_data, sign, spawn_app};
 use weapp_gateway::wechat::Faults;
 
 #[derive(Clone, Default)]
@@ -54,6 +54,21 @@ async fn logs_never_contain_secrets() {
     app.logout(&token).await;
     secrets.extend([t.code.clone(), t.session_key.clone(), token]);
 
+    // Open-data failures, up to and past the budget: the kind is logged
+    // (debug), never the key, the iv or the data.
+    let d = app.mint("o_secretive_user");
+    let login = app.token_login(&json!({"code": d.code})).await;
+    let token = login.body["token"].as_str().unwrap().to_owned();
+    let other_key = app.mint("o_secretive_other").session_key;
+    let bad = encrypt_for(&other_key, json!({"openId": "o_secretive_user"}), APP_ID);
+    for _ in 0..6 {
+        app.post("/applet/open-data/decrypt", &[("X-WX-Skey", &token)], &bad).await;
+    }
+    for field in ["encryptedData", "iv"] {
+        secrets.push(bad[field].as_str().unwrap().to_owned());
+    }
+    secrets.extend([d.code.clone(), d.session_key.clone(), token, other_key]);
+
     for faults in [
         Faults { http_500: true, ..Faults::default() },
         Faults { busy: 5, ..Faults::default() },
@@ -72,4 +87,7 @@ async fn logs_never_contain_secrets() {
         assert!(!logs.contains(secret.as_str()), "log leaked {secret}:\n{logs}");
     }
     assert!(!logs.contains("o_secretive_user"), "raw openids must be hashed in logs:\n{logs}");
+    assert!(logs.contains("open data refused"), "{logs}");
+    assert!(logs.contains("kind=\"bad_padding\"") || logs.contains("kind=\"not_json\""), "{logs}");
+    assert!(logs.contains("too many open-data decryption failures"), "{logs}");
 }

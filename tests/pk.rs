@@ -189,6 +189,19 @@ async fn non_members_are_refused_and_steps_come_only_from_werun() {
         )
         .await;
     assert_eq!((stolen.status, stolen.reason()), (400, Some("ERR_DECRYPT_FAILED")));
+    assert_eq!(stolen.body["error"]["detail"], json!({}), "no kind: {stolen:?}");
+    // A share ticket under someone else's key answers the same, and joins nothing.
+    let forged_share = app
+        .post(
+            "/applet/pk/checkin",
+            &[outsider.auth()],
+            &json!({"share": clock_user.encrypt(json!({"openGId": "G_private"})),
+                    "werun": outsider.encrypt(werun(&[(sh_today, 99_999)]))}),
+        )
+        .await;
+    assert_eq!((forged_share.status, &forged_share.body), (stolen.status, &stolen.body));
+    let r = app.get("/applet/pk/groups/G_private/ranking", &[outsider.auth()]).await;
+    assert_eq!((r.status, r.reason()), (403, Some("ERR_NOT_A_MEMBER")));
     let r = app.get("/applet/pk/groups/G_private/ranking", &[clock_user.auth()]).await;
     assert_eq!(r.body["me"]["steps"], 500);
 

@@ -373,6 +373,40 @@ async fn ping_answers(store: Store) {
     store.ping().await.unwrap();
 }
 
+async fn decryption_failures_count_per_session_in_a_fixed_window(store: Store) {
+    let window = Duration::from_millis(1_500);
+    let token = SessionId::token(&new_token("o-fail").unwrap());
+    let code = SessionId::code("code-fail");
+    // A live session beside its counter: counting never touches it.
+    store.create(&token, &record("o-fail", "{}"), LONG, LONG).await.unwrap();
+    assert_eq!(store.count_failure(&token, window).await.unwrap(), 1);
+    assert_eq!(store.count_failure(&token, window).await.unwrap(), 2);
+    assert_eq!(store.count_failure(&code, window).await.unwrap(), 1, "per session");
+    assert!(store.load(&token).await.unwrap().is_some());
+    assert!(store.load(&code).await.unwrap().is_none(), "a counter is not a session");
+
+    // Concurrent failures each count once.
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (store, id) = (store.clone(), token.clone());
+            tokio::spawn(async move { store.count_failure(&id, window).await.unwrap() })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (3..=12).collect::<Vec<u64>>());
+
+    // Later failures do not extend the window; after it, counting starts over.
+    sleep_ms(900).await;
+    assert_eq!(store.count_failure(&token, window).await.unwrap(), 13);
+    sleep_ms(900).await;
+    assert_eq!(store.count_failure(&token, window).await.unwrap(), 1);
+    assert_eq!(store.count_failure(&code, window).await.unwrap(), 1);
+}
+
 // ---- every case against every backend -----------------------------------
 
 macro_rules! contract {
@@ -421,6 +455,7 @@ contract!(
     kv_values_set_get_and_expire,
     locks_are_exclusive_until_released_by_their_holder,
     ping_answers,
+    decryption_failures_count_per_session_in_a_fixed_window,
 );
 
 // ---- memory only ----------------------------------------------------------

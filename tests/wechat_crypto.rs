@@ -9,7 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use weapp_gateway::wechat::{
-    DecryptError, FakeWeChat, check_push_signature, decrypt_open_data, encrypt_open_data,
+    DecryptError, FakeWeChat, Freshness, check_push_signature, decrypt_open_data,
+    decrypt_open_data_fresh, encrypt_open_data,
 };
 
 const APP_ID: &str = "wx_crypto_test_app";
@@ -81,6 +82,32 @@ fn wechat_published_sample_decrypts() {
     // Our encryption of the same object decrypts back to it with WeChat's key and iv.
     let ours = encrypt_open_data(SESSION_KEY, &expected, IV).expect("encrypts");
     assert_eq!(decrypt_open_data(SESSION_KEY, &ours, IV, APP_ID), Ok(expected));
+}
+
+/// With a freshness rule the 2016 sample is refused (as stale, a
+/// key-dependent failure); within the rule's bounds it decrypts.
+#[test]
+fn wechat_published_sample_is_stale_under_a_freshness_rule() {
+    use std::time::Duration;
+    use wechat_sample::*;
+    let rule = |now: i64| Freshness {
+        now,
+        max_age: Duration::from_secs(3600),
+        clock_skew: Duration::from_secs(300),
+    };
+    let today = rule(1_800_000_000);
+    let err = decrypt_open_data_fresh(SESSION_KEY, ENCRYPTED, IV, APP_ID, Some(&today));
+    assert_eq!(err, Err(DecryptError::Stale));
+    assert!(DecryptError::Stale.is_key_dependent());
+    let then = rule(1_477_314_187 + 60);
+    assert!(decrypt_open_data_fresh(SESSION_KEY, ENCRYPTED, IV, APP_ID, Some(&then)).is_ok());
+    // Written 10 minutes before its own timestamp: too far ahead of the skew.
+    let early = rule(1_477_314_187 - 600);
+    let err = decrypt_open_data_fresh(SESSION_KEY, ENCRYPTED, IV, APP_ID, Some(&early));
+    assert_eq!(err, Err(DecryptError::Stale));
+    // Another app's data stays a watermark mismatch, whatever its age.
+    let err = decrypt_open_data_fresh(SESSION_KEY, ENCRYPTED, IV, "wx_other", Some(&today));
+    assert_eq!(err, Err(DecryptError::WatermarkMismatch));
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
+use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -86,11 +87,12 @@ fn valid_gid(gid: &str) -> Result<(), AppError> {
 pub async fn checkin(
     State(state): State<AppState>,
     session: WxSession,
+    headers: HeaderMap,
     AppJson(body): AppJson<CheckinRequest>,
 ) -> Result<Json<RankingResponse>, AppError> {
     let open_gid = match (&body.share, &body.open_g_id) {
         (Some(share), _) => {
-            let info = state.decrypt(&session, share)?;
+            let info = state.decrypt(&session, &headers, share).await?;
             let gid = info
                 .get("openGId")
                 .and_then(Value::as_str)
@@ -112,7 +114,7 @@ pub async fn checkin(
             ));
         }
     };
-    let werun = state.decrypt(&session, &body.werun)?;
+    let werun = state.decrypt(&session, &headers, &body.werun).await?;
     let now = state.clock.now();
     let today = date_in(state.pk_tz, now);
     let steps = todays_steps(&werun, state.pk_tz, &today)?;

@@ -517,6 +517,31 @@ impl WxSessions {
     ) -> Result<bool, SessionError> {
         self.store.update(session.id(), &record).await.map_err(store_error)
     }
+
+    /// Revoke `session` at once: delete it from the store and evict it from
+    /// this instance's L1 cache. `headers` are the request's that `session`
+    /// was authenticated from (the L1 is keyed by the credential they carry;
+    /// it is evicted only when it names this session).
+    pub async fn revoke(
+        &self,
+        session: &WxSession,
+        headers: &HeaderMap,
+    ) -> Result<(), SessionError> {
+        self.store.delete(session.id()).await.map_err(store_error)?;
+        if let Some(l1) = &self.l1 {
+            if let Some(token) = bearer_token(headers)
+                && SessionId::token(token) == *session.id()
+            {
+                l1.evict(SessionKind::Token, token);
+            }
+            if let Some(code) = header_str(headers, HEADER_CODE)
+                && SessionId::code(code) == *session.id()
+            {
+                l1.evict(SessionKind::Code, code);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The answer for a code that was already used, as WeChat gives it.

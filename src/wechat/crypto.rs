@@ -2,6 +2,13 @@
 //!
 //! Nothing here panics on any input, and no error text carries key, IV or
 //! data bytes: a [`DecryptError`] only names what was wrong.
+//!
+//! Everything after the ciphertext is decrypted (padding, JSON, watermark,
+//! freshness) runs as one path: every check is evaluated whatever the
+//! others found, the PKCS#7 check is constant-time, and only then is one
+//! error picked. The kinds stay apart for server-side logs; what a client
+//! is told must not tell them apart ([`DecryptError::is_key_dependent`]), or
+//! the route becomes a CBC padding oracle.
 
 use aes::Aes128;
 use aes::cipher::block_padding::{NoPadding, Pkcs7};
@@ -11,7 +18,9 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::Value;
 use sha1::{Digest, Sha1};
-use subtle::ConstantTimeEq;
+use std::time::Duration;
+
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq, ConstantTimeLess};
 
 /// AES block size, key size and IV size (AES-128-CBC): 16 bytes each.
 const BLOCK: usize = 16;
@@ -49,17 +58,90 @@ pub enum DecryptError {
     /// The data's `watermark.appid` is missing or is another mini-program's.
     #[error("the data's watermark does not name this mini-program")]
     WatermarkMismatch,
+    /// Freshness was required and the data's `watermark.timestamp` is
+    /// missing, not a number, older than allowed or too far in the future.
+    #[error("the data's watermark is too old or has no usable timestamp")]
+    Stale,
+}
+
+impl DecryptError {
+    /// Whether the failure depends on the session_key (the data decrypted to
+    /// something unacceptable) rather than on the input's shape alone.
+    ///
+    /// Key-dependent failures must all look the same to a client (one
+    /// answer, see [`crate::error::AppError::Decrypt`]) and count against the
+    /// session's failure budget: telling them apart is a padding oracle.
+    /// The others (base64, lengths) say nothing about the plaintext.
+    pub fn is_key_dependent(&self) -> bool {
+        matches!(self, Self::BadPadding | Self::NotJson | Self::WatermarkMismatch | Self::Stale)
+    }
+
+    /// A stable name for server-side logs only (never sent to a client).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadBase64 { .. } => "bad_base64",
+            Self::BadKeyLength(_) => "bad_key_length",
+            Self::BadIvLength(_) => "bad_iv_length",
+            Self::BadCiphertextLength(_) => "bad_ciphertext_length",
+            Self::BadPadding => "bad_padding",
+            Self::NotJson => "not_json",
+            Self::WatermarkMismatch => "watermark_mismatch",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// An optional freshness rule for open data: `watermark.timestamp` must lie
+/// in `[now - max_age, now + clock_skew]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    /// The gateway's "now", Unix seconds.
+    pub now: i64,
+    /// Oldest accepted data.
+    pub max_age: Duration,
+    /// How far in the future a timestamp may be (WeChat's clock against ours).
+    pub clock_skew: Duration,
+}
+
+impl Freshness {
+    /// Whether a watermark timestamp (Unix seconds) is acceptable.
+    pub fn accepts(&self, timestamp: Option<&Value>) -> bool {
+        let Some(ts) = timestamp.and_then(Value::as_i64) else {
+            return false;
+        };
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        ts >= self.now.saturating_sub(secs(self.max_age))
+            && ts <= self.now.saturating_add(secs(self.clock_skew))
+    }
 }
 
 /// Decrypts WeChat open data (`encryptedData` + `iv`) with the user's `session_key`.
 ///
 /// AES-128-CBC with PKCS#7 padding; the plaintext must be a JSON object whose
-/// `watermark.appid` equals `app_id`. Returns that object.
+/// `watermark.appid` equals `app_id`. Returns that object. No freshness rule:
+/// see [`decrypt_open_data_fresh`].
 pub fn decrypt_open_data(
     session_key_b64: &str,
     encrypted_b64: &str,
     iv_b64: &str,
     app_id: &str,
+) -> Result<Value, DecryptError> {
+    decrypt_open_data_fresh(session_key_b64, encrypted_b64, iv_b64, app_id, None)
+}
+
+/// [`decrypt_open_data`], and when `freshness` is given, the data's
+/// `watermark.timestamp` must satisfy it (else [`DecryptError::Stale`]).
+///
+/// Input-shape errors (base64, lengths) are reported first and directly.
+/// After decryption every check runs whatever the others found (one path);
+/// the error returned is the first failing one in the order padding, JSON
+/// object, watermark appid, freshness.
+pub fn decrypt_open_data_fresh(
+    session_key_b64: &str,
+    encrypted_b64: &str,
+    iv_b64: &str,
+    app_id: &str,
+    freshness: Option<&Freshness>,
 ) -> Result<Value, DecryptError> {
     let key = decode_key(session_key_b64)?;
     let iv = decode_iv(iv_b64)?;
@@ -68,22 +150,31 @@ pub fn decrypt_open_data(
         return Err(DecryptError::BadCiphertextLength(buf.len()));
     }
     let cipher_len = buf.len();
-    let plain_len = {
+    let (padding_ok, plain_len) = {
         let decrypted = cbc::Decryptor::<Aes128>::new(&key.into(), &iv.into())
             .decrypt_padded_mut::<NoPadding>(&mut buf)
             .map_err(|_| DecryptError::BadCiphertextLength(cipher_len))?;
-        strict_pkcs7_len(decrypted)?
+        strict_pkcs7_len(decrypted)
     };
-    buf.truncate(plain_len);
-    let value: Value = serde_json::from_slice(&buf).map_err(|_| DecryptError::NotJson)?;
-    if !value.is_object() {
-        return Err(DecryptError::NotJson);
+    // Parsed whether or not the padding was valid (then over the whole
+    // buffer), so both kinds of failure take the same path.
+    let parsed = serde_json::from_slice::<Value>(buf.get(..plain_len).unwrap_or(&buf))
+        .ok()
+        .filter(Value::is_object);
+    let appid_ok = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/watermark/appid"))
+        .and_then(Value::as_str)
+        .is_some_and(|a| bool::from(a.as_bytes().ct_eq(app_id.as_bytes())));
+    let fresh_ok = freshness
+        .is_none_or(|f| f.accepts(parsed.as_ref().and_then(|v| v.pointer("/watermark/timestamp"))));
+    match parsed {
+        _ if !bool::from(padding_ok) => Err(DecryptError::BadPadding),
+        None => Err(DecryptError::NotJson),
+        Some(_) if !appid_ok => Err(DecryptError::WatermarkMismatch),
+        Some(_) if !fresh_ok => Err(DecryptError::Stale),
+        Some(value) => Ok(value),
     }
-    let watermark_appid = value.pointer("/watermark/appid").and_then(Value::as_str);
-    if watermark_appid != Some(app_id) {
-        return Err(DecryptError::WatermarkMismatch);
-    }
-    Ok(value)
 }
 
 /// Encrypts `plaintext_json` as WeChat does (the inverse of [`decrypt_open_data`]); returns base64.
@@ -143,24 +234,27 @@ fn decode_iv(iv_b64: &str) -> Result<[u8; BLOCK], DecryptError> {
     bytes.try_into().map_err(|_| DecryptError::BadIvLength(len))
 }
 
-/// The unpadded length of a decrypted buffer, checking every PKCS#7 padding byte.
+/// Whether a decrypted buffer ends in valid PKCS#7 padding (every padding
+/// byte checked), and its unpadded length (the whole length when invalid).
 ///
-/// (`block-padding`'s `Pkcs7` only checks the last byte when unpadding; a
-/// stale session_key then often passes as "valid padding" and fails later as
-/// "not JSON". Checking them all gives the clearer error.)
-fn strict_pkcs7_len(decrypted: &[u8]) -> Result<usize, DecryptError> {
-    let Some(&last) = decrypted.last() else {
-        return Err(DecryptError::BadPadding);
-    };
-    let n = usize::from(last);
-    if n == 0 || n > BLOCK || n > decrypted.len() {
-        return Err(DecryptError::BadPadding);
+/// Constant-time in the data: the last 16 bytes are always all read and the
+/// verdict is built without data-dependent branches. (`block-padding`'s
+/// `Pkcs7` only checks the last byte when unpadding, and branches on it.)
+/// `decrypted` is a non-empty whole number of blocks.
+fn strict_pkcs7_len(decrypted: &[u8]) -> (Choice, usize) {
+    let len = decrypted.len();
+    let tail = decrypted.get(len.saturating_sub(BLOCK)..).unwrap_or_default();
+    let n = tail.last().copied().unwrap_or(0);
+    // 1 <= n <= 16 (the buffer holds at least one block, so n <= len).
+    let mut ok =
+        !n.ct_eq(&0) & !(BLOCK as u8).ct_lt(&n) & Choice::from(u8::from(tail.len() == BLOCK));
+    for (i, &b) in tail.iter().rev().enumerate() {
+        let in_padding = (i as u8).ct_lt(&n);
+        ok &= !in_padding | b.ct_eq(&n);
     }
-    let start = decrypted.len() - n;
-    if decrypted[start..].iter().any(|&b| b != last) {
-        return Err(DecryptError::BadPadding);
-    }
-    Ok(start)
+    let unpadded = (len as u64).wrapping_sub(u64::from(n));
+    let plain = u64::conditional_select(&(len as u64), &unpadded, ok);
+    (ok, usize::try_from(plain).unwrap_or(len))
 }
 
 #[cfg(test)]
@@ -289,6 +383,69 @@ mod tests {
         let enc =
             encrypt_open_data(KEY, &json!({"watermark": {"appid": 5}}), IV).expect("encrypts");
         assert_eq!(decrypt_open_data(KEY, &enc, IV, APP), Err(DecryptError::WatermarkMismatch));
+    }
+
+    #[test]
+    fn pkcs7_check_matches_the_definition() {
+        for filler in [0u8, 1, 2, 15, 16, 17, 0xff] {
+            for n in 0u8..=255 {
+                let mut buf = [filler; 32];
+                buf[31] = n;
+                let n_us = usize::from(n);
+                let valid = (1..=16).contains(&n_us) && buf[32 - n_us..].iter().all(|&b| b == n);
+                let (ok, len) = strict_pkcs7_len(&buf);
+                assert_eq!(bool::from(ok), valid, "filler {filler}, n {n}");
+                assert_eq!(len, if valid { 32 - n_us } else { 32 }, "filler {filler}, n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn freshness_is_checked_only_when_asked() {
+        let now = 1_800_000_000_i64;
+        let fresh = Freshness {
+            now,
+            max_age: std::time::Duration::from_secs(600),
+            clock_skew: std::time::Duration::from_secs(300),
+        };
+        let at = |ts: Value| {
+            let data = json!({"openId": "o", "watermark": {"appid": APP, "timestamp": ts}});
+            let enc = encrypt_open_data(KEY, &data, IV).expect("encrypts");
+            decrypt_open_data_fresh(KEY, &enc, IV, APP, Some(&fresh)).map(|_| ())
+        };
+        assert_eq!(at(json!(now)), Ok(()));
+        assert_eq!(at(json!(now - 600)), Ok(()));
+        assert_eq!(at(json!(now + 300)), Ok(()));
+        assert_eq!(at(json!(now - 601)), Err(DecryptError::Stale));
+        assert_eq!(at(json!(now + 301)), Err(DecryptError::Stale));
+        assert_eq!(at(json!("1800000000")), Err(DecryptError::Stale));
+        assert_eq!(at(json!(null)), Err(DecryptError::Stale));
+        assert_eq!(at(json!(1.5e9)), Err(DecryptError::Stale));
+        // No rule: WeChat's published 2017 sample must still decrypt.
+        let enc = encrypt_open_data(KEY, &sample(), IV).expect("encrypts");
+        assert!(decrypt_open_data_fresh(KEY, &enc, IV, APP, None).is_ok());
+        assert_eq!(
+            decrypt_open_data_fresh(KEY, &enc, IV, APP, Some(&fresh)),
+            Err(DecryptError::Stale)
+        );
+    }
+
+    #[test]
+    fn only_failures_after_decryption_are_key_dependent() {
+        let dependent = [
+            DecryptError::BadPadding,
+            DecryptError::NotJson,
+            DecryptError::WatermarkMismatch,
+            DecryptError::Stale,
+        ];
+        assert!(dependent.iter().all(DecryptError::is_key_dependent));
+        let shape = [
+            DecryptError::BadBase64 { field: "iv" },
+            DecryptError::BadKeyLength(3),
+            DecryptError::BadIvLength(3),
+            DecryptError::BadCiphertextLength(3),
+        ];
+        assert!(!shape.iter().any(DecryptError::is_key_dependent));
     }
 
     #[test]

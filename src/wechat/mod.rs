@@ -10,7 +10,10 @@ pub use client::{
     DEFAULT_API_BASE, ERRCODE_BUSY, StableToken, WeChatClient, WeChatConfig, WeChatError,
     check_errcode,
 };
-pub use crypto::{DecryptError, check_push_signature, decrypt_open_data, encrypt_open_data};
+pub use crypto::{
+    DecryptError, Freshness, check_push_signature, decrypt_open_data, decrypt_open_data_fresh,
+    encrypt_open_data,
+};
 pub use fake::{
     EncryptedOpenData, FakeStats, FakeWeChat, Faults, GET_PHONE_NUMBER, JSCODE2SESSION,
     MSG_SEC_CHECK, MintedCode, STABLE_TOKEN,

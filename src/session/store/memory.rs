@@ -11,6 +11,8 @@ use super::{Expiry, SessionId, SessionRecord, SessionStore, StoreError, random_t
 enum Value {
     Session(Arc<SessionRecord>),
     Text(Arc<str>),
+    /// A failure counter ([`SessionStore::count_failure`]).
+    Count(u64),
 }
 
 #[derive(Clone)]
@@ -78,14 +80,14 @@ impl MemoryStore {
     fn session(&self, key: &str) -> Option<(Arc<SessionRecord>, Instant)> {
         match self.live(key)? {
             Entry { value: Value::Session(r), expires_at } => Some((r, expires_at)),
-            Entry { value: Value::Text(_), .. } => None,
+            Entry { value: Value::Text(_) | Value::Count(_), .. } => None,
         }
     }
 
     fn text(&self, key: &str) -> Option<Arc<str>> {
         match self.live(key)?.value {
             Value::Text(t) => Some(t),
-            Value::Session(_) => None,
+            Value::Session(_) | Value::Count(_) => None,
         }
     }
 
@@ -215,5 +217,18 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn count_failure(&self, id: &SessionId, window: Duration) -> Result<u64, StoreError> {
+        // In the same bounded cache as everything else, under the write mutex
+        // so concurrent failures each count.
+        let key = format!("fail:{}", id.key_suffix());
+        let _g = self.guard();
+        let (count, expires_at) = match self.live(&key) {
+            Some(Entry { value: Value::Count(n), expires_at }) => (n.saturating_add(1), expires_at),
+            _ => (1, Instant::now() + window),
+        };
+        self.entries.insert(key, Entry { value: Value::Count(count), expires_at });
+        Ok(count)
     }
 }

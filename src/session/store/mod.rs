@@ -86,6 +86,25 @@ impl SessionId {
         Self { kind: SessionKind::Token, id }
     }
 
+    /// Where the open-data decryption failures made with one user's
+    /// session_key are counted ([`SessionStore::count_failure`]):
+    /// `{u:<tag>}:key:<sha256(openid NUL session_key)>` in the token
+    /// namespace, so in the user's Redis Cluster slot.
+    ///
+    /// Keyed by the key, not by the session: what must never meet thousands
+    /// of probes is one session_key, and a new login that WeChat answers
+    /// with the same session_key keeps the budget its predecessor used up.
+    /// (A digest of a 128-bit random key names nothing an attacker can use.)
+    pub fn failure_budget(openid: &str, session_key: &str) -> Self {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(openid.as_bytes());
+        hasher.update([0u8]);
+        hasher.update(session_key.as_bytes());
+        let digest = hex::encode(hasher.finalize());
+        Self { kind: SessionKind::Token, id: format!("{{u:{}}}:key:{digest}", user_tag(openid)) }
+    }
+
     /// The key suffix (`code:…` / `token:…`) without the store prefix.
     pub fn key_suffix(&self) -> String {
         format!("{}:{}", self.kind.namespace(), self.id)
@@ -231,6 +250,18 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Liveness of the backend (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Count one open-data decryption failure under `id` and answer how many
+    /// it has had in its current window, this one included. The gateway
+    /// counts under [`SessionId::failure_budget`] (per user and session_key).
+    ///
+    /// The window starts with the first failure counted and lasts `window`;
+    /// later failures do not extend it. The count lives in its own namespace
+    /// (`fail:<key suffix>`, in the id's Redis Cluster slot for a tagged id),
+    /// shared by every instance on the store, and is never a session. A
+    /// count that cannot be recorded is an error: callers then refuse to
+    /// answer (fail closed).
+    async fn count_failure(&self, id: &SessionId, window: Duration) -> Result<u64, StoreError>;
 }
 
 /// Length of a user slot tag: hex digits of SHA-1(openid).
@@ -302,6 +333,19 @@ mod tests {
         let id = SessionId::token(&token);
         assert!(id.id.starts_with(&format!("{{u:{tag}}}:")), "{}", id.id);
         assert_eq!(SessionId::from_key_suffix(&id.key_suffix()), Some(id));
+    }
+
+    #[test]
+    fn failure_budgets_follow_the_users_key_in_the_users_slot() {
+        let a = SessionId::failure_budget("o_tom", "a2V5LW9uZS0xMjM0NTY3OA==");
+        assert_eq!(a, SessionId::failure_budget("o_tom", "a2V5LW9uZS0xMjM0NTY3OA=="));
+        assert_ne!(a, SessionId::failure_budget("o_tom", "a2V5LXR3by0xMjM0NTY3OA=="));
+        assert_ne!(a, SessionId::failure_budget("o_tim", "a2V5LW9uZS0xMjM0NTY3OA=="));
+        let tag = format!("{{u:{}}}:key:", user_tag("o_tom"));
+        assert!(a.id.starts_with(&tag), "{}", a.id);
+        assert!(!a.id.contains("a2V5") && !a.id.contains("o_tom"), "{}", a.id);
+        let token = SessionId::token(&new_token("o_tom").unwrap());
+        assert_ne!(a, token, "never a session's address");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | `{prefix}code:<code>` | a compat session (JSON record) |
 //! | `{prefix}kv:<name>` | a shared value |
 //! | `{prefix}lock:<name>` | a lock's fencing token |
+//! | `{prefix}fail:token:{u:<tag>}:key:<sha256>` | open-data decryption failures of one user's session_key in the current window (a count; see [`super::SessionId::failure_budget`]) |
 //!
 //! `{u:<tag>}` is a Redis Cluster hash tag: a user's openid index and all of
 //! their token sessions live in one slot. A token is `<tag>.<256 random bits>`
@@ -83,7 +84,9 @@ use async_trait::async_trait;
 use redis::Script;
 
 use self::connection::{Connector, redact_url};
-use self::keys::{CREATE_LUA, DELETE_LUA, Keys, UNINDEX_LUA, UNLOCK_LUA, same_slot};
+use self::keys::{
+    COUNT_FAILURE_LUA, CREATE_LUA, DELETE_LUA, Keys, UNINDEX_LUA, UNLOCK_LUA, same_slot,
+};
 use super::{Expiry, SessionId, SessionRecord, SessionStore, StoreError, random_token, unix_now};
 
 /// Settings for [`RedisStore::new`]: one Redis server.
@@ -141,6 +144,7 @@ fn ttl_ms(ttl: Duration) -> u64 {
 }
 
 struct Scripts {
+    count_failure: Script,
     create: Script,
     delete: Script,
     unindex: Script,
@@ -184,6 +188,7 @@ impl RedisStore {
             conn,
             keys: Keys::new(prefix),
             scripts: Scripts {
+                count_failure: Script::new(COUNT_FAILURE_LUA),
                 create: Script::new(CREATE_LUA),
                 delete: Script::new(DELETE_LUA),
                 unindex: Script::new(UNINDEX_LUA),
@@ -426,6 +431,16 @@ impl SessionStore for RedisStore {
         } else {
             Err(StoreError::Unavailable("redis ping: the cluster does not serve every slot".into()))
         }
+    }
+
+    /// One script (`INCR`, then `PEXPIRE` on a new counter). Retried once
+    /// like every script: if a first run took effect but its reply was lost,
+    /// the failure counts twice (fail closed: the budget only runs out sooner).
+    #[tracing::instrument(name = "redis_store.count_failure", skip_all, fields(kind = id.kind.namespace()))]
+    async fn count_failure(&self, id: &SessionId, window: Duration) -> Result<u64, StoreError> {
+        let mut inv = self.scripts.count_failure.prepare_invoke();
+        inv.key(self.keys.failures(id)).arg(ttl_ms(window));
+        self.conn.bounded("count_failure", self.conn.invoke::<u64>("count_failure", &inv)).await
     }
 }
 

@@ -50,6 +50,13 @@ impl Keys {
     pub(super) fn lock(&self, name: &str) -> String {
         format!("{}lock:{name}", self.prefix)
     }
+
+    /// `{prefix}fail:<key suffix>`: a session's decryption-failure count. A
+    /// tagged token's count keeps its `{u:<tag>}`, so it shares the
+    /// session's cluster slot.
+    pub(super) fn failures(&self, id: &SessionId) -> String {
+        format!("{}fail:{}", self.prefix, id.key_suffix())
+    }
 }
 
 /// The part of `key` Redis Cluster hashes to pick its slot: the text between
@@ -165,6 +172,18 @@ end
 return 0
 ";
 
+/// Count one failure: `INCR`, and start the window (`PEXPIRE`) when the key
+/// is new or has no expiry (Redis 6.2 has no `EXPIRE … NX`).
+///
+/// `KEYS[1]`: the counter. `ARGV[1]`: the window (ms). Returns the count.
+pub(super) const COUNT_FAILURE_LUA: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return n
+";
+
 /// Release a lock only if the caller's token still holds it.
 ///
 /// `KEYS[1]`: the lock. `ARGV[1]`: the token.
@@ -210,6 +229,11 @@ mod tests {
         assert_eq!(hashed_part(&index), format!("u:{}", user_tag("o_tom")));
         assert_eq!(user_tag("o_tom").len(), USER_TAG_LEN);
         assert!(DELETE_LUA.contains(&format!("string.sub(h, 1, {USER_TAG_LEN})")));
+
+        // A token's failure counter lives with it.
+        let failures = keys.failures(&SessionId::token(&token));
+        assert!(same_slot(&session, &failures), "{session} / {failures}");
+        assert_ne!(failures, session);
 
         // A prefix with its own tag puts every key in one slot.
         let keys = Keys::new("{weapp}:".into());
