@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::data::DataError;
+use crate::session::WarnBudget;
 use crate::session::{SessionError, error_response};
 use crate::wechat::{DecryptError, WeChatError};
 
@@ -166,8 +167,19 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match &self {
             Self::Session(e) => return e.clone().into_response(),
-            Self::Storage(e) => tracing::warn!(error = %e, "data store failed"),
-            Self::WeChat(e) => tracing::warn!(error = %e, "WeChat API call failed"),
+            // One line a second per site: an outage fails every request.
+            Self::Storage(e) => {
+                static BUDGET: WarnBudget = WarnBudget::new();
+                if let Some(suppressed) = BUDGET.admit() {
+                    tracing::warn!(error = %e, suppressed, "data store failed");
+                }
+            }
+            Self::WeChat(e) => {
+                static BUDGET: WarnBudget = WarnBudget::new();
+                if let Some(suppressed) = BUDGET.admit() {
+                    tracing::warn!(error = %e, suppressed, "WeChat API call failed");
+                }
+            }
             Self::AccessToken(e) => tracing::error!(
                 error = %e,
                 "no usable WeChat access token (check wechat.app_id, the AppSecret and the \

@@ -27,6 +27,10 @@ const BUSY_BACKOFF: Duration = Duration::from_millis(200);
 /// The largest answer body accepted from WeChat.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Longest `errmsg` kept from a WeChat answer, in characters (WeChat's own
+/// are well under 100; the rest is cut and marked with `…`).
+pub const MAX_ERRMSG_CHARS: usize = 200;
+
 /// How to reach WeChat and who the mini-program is. `Debug` redacts the secret.
 #[derive(Clone, Debug)]
 pub struct WeChatConfig {
@@ -59,8 +63,9 @@ impl WeChatConfig {
 /// Why a WeChat API call failed. Texts never contain the URL or the AppSecret.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum WeChatError {
-    /// WeChat answered with a non-zero errcode.
-    #[error("WeChat answered errcode {errcode}: {errmsg}")]
+    /// WeChat answered with a non-zero errcode. The errmsg is escaped when
+    /// displayed, so it cannot forge a log line.
+    #[error("WeChat answered errcode {errcode}: {}", errmsg.escape_debug())]
     Api {
         /// WeChat's errcode.
         errcode: i64,
@@ -287,7 +292,12 @@ impl WeChatClient {
         // WeChat often labels JSON as text/plain: parse regardless of Content-Type.
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| WeChatError::BadResponse(format!("the answer is not JSON ({e})")))?;
-        let checked = check_errcode(value);
+        let checked = check_errcode(value).map_err(|e| match e {
+            WeChatError::Api { errcode, errmsg } => {
+                WeChatError::Api { errcode, errmsg: clean_errmsg(&errmsg, cfg) }
+            }
+            other => other,
+        });
         match &checked {
             Ok(_) => tracing::debug!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -295,7 +305,7 @@ impl WeChatClient {
             ),
             Err(WeChatError::Api { errcode, errmsg }) => tracing::info!(
                 errcode,
-                errmsg = %errmsg,
+                errmsg = %errmsg.escape_debug(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "WeChat answered an errcode"
             ),
@@ -331,6 +341,24 @@ impl CodeExchanger for WeChatClient {
             .ok_or_else(|| ExchangeError::BadResponse("the answer has no session_key".into()))?;
         Ok(Exchanged { openid, session_key, unionid: field("unionid") })
     }
+}
+
+/// WeChat's `errmsg` as it may travel on (to clients in `detail`, to logs):
+/// the AppSecret scrubbed out, control characters replaced, at most
+/// [`MAX_ERRMSG_CHARS`] characters. Logs still escape it.
+pub fn clean_errmsg(errmsg: &str, cfg: &WeChatConfig) -> String {
+    let secret = cfg.app_secret.expose_secret();
+    let scrubbed =
+        if secret.is_empty() { errmsg.to_owned() } else { errmsg.replace(secret, "[redacted]") };
+    let mut out: String = scrubbed
+        .chars()
+        .take(MAX_ERRMSG_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if scrubbed.chars().nth(MAX_ERRMSG_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Classifies a reqwest error, with the URL stripped.
@@ -391,6 +419,19 @@ mod tests {
     fn non_object_or_bad_errcode_is_bad_response() {
         assert!(matches!(check_errcode(json!([1, 2])), Err(WeChatError::BadResponse(_))));
         assert!(matches!(check_errcode(json!({"errcode": "x"})), Err(WeChatError::BadResponse(_))));
+    }
+
+    #[test]
+    fn errmsg_loses_the_secret_control_characters_and_excess_length() {
+        let cfg = WeChatConfig::new("wxapp", "topsecret-value");
+        let msg = clean_errmsg("invalid appsecret topsecret-value\nFAKE log line\0", &cfg);
+        assert_eq!(msg, "invalid appsecret [redacted] FAKE log line ");
+        let long = clean_errmsg(&"x".repeat(10_000), &cfg);
+        assert_eq!(long.chars().count(), MAX_ERRMSG_CHARS + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(clean_errmsg("invalid code", &cfg), "invalid code");
+        let e = WeChatError::Api { errcode: 1, errmsg: "a\nb".into() };
+        assert!(!e.to_string().contains('\n'), "{e}");
     }
 
     #[test]
