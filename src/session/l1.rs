@@ -120,6 +120,10 @@ mod tests {
     use crate::session::store::{SessionId, SessionRecord};
 
     fn session(kind: SessionKind, credential: &str, openid: &str) -> WxSession {
+        session_at(kind, credential, openid, 0)
+    }
+
+    fn session_at(kind: SessionKind, credential: &str, openid: &str, created_at: u64) -> WxSession {
         let id = match kind {
             SessionKind::Code => SessionId::code(credential),
             SessionKind::Token => SessionId::token(credential),
@@ -130,7 +134,7 @@ mod tests {
             session_key: "AAAAAAAAAAAAAAAAAAAAAA==".into(),
             unionid: None,
             user,
-            created_at: 0,
+            created_at,
         };
         WxSession::new(id, record)
     }
@@ -147,5 +151,24 @@ mod tests {
         // The new session is served once loaded.
         l1.put(SessionKind::Token, "tok-b", &session(SessionKind::Token, "tok-b", "o_1"));
         assert!(l1.get(SessionKind::Token, "tok-b").is_some());
+    }
+
+    #[test]
+    fn a_load_that_raced_a_newer_login_never_takes_over() {
+        let l1 = L1::new(L1Config { ttl: Duration::from_secs(60), max_entries: 100 });
+        l1.replaced("o_1", SessionKind::Token, "tok-new", 200);
+        // The old session was read from the store just before it was revoked.
+        l1.put(
+            SessionKind::Token,
+            "tok-old",
+            &session_at(SessionKind::Token, "tok-old", "o_1", 100),
+        );
+        assert!(l1.get(SessionKind::Token, "tok-old").is_none());
+        l1.put(
+            SessionKind::Token,
+            "tok-new",
+            &session_at(SessionKind::Token, "tok-new", "o_1", 200),
+        );
+        assert!(l1.get(SessionKind::Token, "tok-new").is_some());
     }
 }

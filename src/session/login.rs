@@ -723,6 +723,58 @@ mod tests {
         assert_ne!(rate_key(ip("203.0.113.7")), rate_key(ip("203.0.113.8")));
     }
 
+    /// Fails the first call, then answers; counts calls.
+    struct Flaky {
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl CodeExchanger for Flaky {
+        async fn code2session(&self, _code: &str) -> Result<Exchanged, ExchangeError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(ExchangeError::Unreachable("connection reset".into()));
+            }
+            Ok(Exchanged {
+                openid: "o_flaky".into(),
+                session_key: "HyVFkGl5F5OQWJZZaNzBBg==".into(),
+                unionid: None,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_exchange_is_forgotten_and_a_success_remembered() {
+        let flaky = Arc::new(Flaky { calls: std::sync::atomic::AtomicUsize::new(0) });
+        let store = Arc::new(super::super::MemoryStore::new(100));
+        let sessions = WxSessions::new(store, flaky.clone(), SessionConfig::default());
+        assert!(sessions.exchange("code-1", None).await.is_err());
+        // The failure is not cached: the retry reaches WeChat again.
+        let got = sessions.exchange("code-1", None).await.map_err(SessionError::from).unwrap();
+        assert_eq!(got.openid, "o_flaky");
+        // The success is: no third call.
+        sessions.exchange("code-1", None).await.map_err(SessionError::from).unwrap();
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_exchange_budget_refuses_before_wechat() {
+        let flaky = Arc::new(Flaky { calls: std::sync::atomic::AtomicUsize::new(1) });
+        let store = Arc::new(super::super::MemoryStore::new(100));
+        let config = SessionConfig {
+            exchange_budget: Some(ExchangeBudget { per_second: 1, burst: 2 }),
+            ..SessionConfig::default()
+        };
+        let sessions = WxSessions::new(store, flaky.clone(), config);
+        for code in ["c-1", "c-2"] {
+            sessions.exchange(code, None).await.map_err(SessionError::from).unwrap();
+        }
+        let refused = sessions.exchange("c-3", None).await.map_err(SessionError::from);
+        assert!(matches!(refused, Err(SessionError::ExchangeBudgetSpent)), "{refused:?}");
+        // A code already exchanged costs nothing.
+        sessions.exchange("c-1", None).await.map_err(SessionError::from).unwrap();
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
+    }
+
     #[test]
     fn login_bodies_print_without_credentials() {
         let req: TokenLoginRequest = serde_json::from_str(
