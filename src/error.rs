@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::data::DataError;
-use crate::session::WarnBudget;
+use crate::session::warn_limited;
 use crate::session::{SessionError, error_response};
 use crate::wechat::{DecryptError, WeChatError};
 
@@ -168,18 +168,8 @@ impl IntoResponse for AppError {
         match &self {
             Self::Session(e) => return e.clone().into_response(),
             // One line a second per site: an outage fails every request.
-            Self::Storage(e) => {
-                static BUDGET: WarnBudget = WarnBudget::new();
-                if let Some(suppressed) = BUDGET.admit() {
-                    tracing::warn!(error = %e, suppressed, "data store failed");
-                }
-            }
-            Self::WeChat(e) => {
-                static BUDGET: WarnBudget = WarnBudget::new();
-                if let Some(suppressed) = BUDGET.admit() {
-                    tracing::warn!(error = %e, suppressed, "WeChat API call failed");
-                }
-            }
+            Self::Storage(e) => warn_limited!(error = %e, "data store failed"),
+            Self::WeChat(e) => warn_limited!(error = %e, "WeChat API call failed"),
             Self::AccessToken(e) => tracing::error!(
                 error = %e,
                 "no usable WeChat access token (check wechat.app_id, the AppSecret and the \

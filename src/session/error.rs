@@ -149,12 +149,7 @@ impl IntoResponse for SessionError {
         match &self {
             Self::LayerMissing => tracing::error!("{self}"),
             Self::KeyExchangeFailed(ExchangeError::WeChat { .. }) => {}
-            Self::KeyExchangeFailed(_) => {
-                static BUDGET: WarnBudget = WarnBudget::new();
-                if let Some(suppressed) = BUDGET.admit() {
-                    tracing::warn!(error = %self, suppressed, "code exchange failed");
-                }
-            }
+            Self::KeyExchangeFailed(_) => warn_limited!(error = %self, "code exchange failed"),
             _ => {}
         }
         let mut response =
@@ -181,6 +176,18 @@ pub(crate) struct WarnBudget {
     last_ms: AtomicU64,
     suppressed: AtomicU64,
 }
+
+/// `tracing::warn!` through a [`WarnBudget`] of its own call site: at most
+/// one line a second, each with `suppressed` = the lines held back before it.
+macro_rules! warn_limited {
+    ($($field:tt)+) => {{
+        static BUDGET: $crate::session::WarnBudget = $crate::session::WarnBudget::new();
+        if let Some(suppressed) = BUDGET.admit() {
+            tracing::warn!(suppressed, $($field)+);
+        }
+    }};
+}
+pub(crate) use warn_limited;
 
 /// The time origin of every [`WarnBudget`].
 fn log_epoch() -> Instant {

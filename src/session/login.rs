@@ -220,10 +220,7 @@ impl std::fmt::Debug for WxSessions {
 }
 
 fn store_error(e: StoreError) -> SessionError {
-    static BUDGET: super::error::WarnBudget = super::error::WarnBudget::new();
-    if let Some(suppressed) = BUDGET.admit() {
-        tracing::warn!(error = %e, suppressed, "session store failed");
-    }
+    super::error::warn_limited!(error = %e, "session store failed");
     SessionError::StoreUnavailable
 }
 

@@ -13,7 +13,7 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::session::{CodeExchanger, ExchangeError, Exchanged};
+use crate::session::{CodeExchanger, ExchangeError, Exchanged, warn_limited};
 
 /// WeChat's production API base URL.
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
@@ -249,7 +249,7 @@ impl WeChatClient {
                 if deadline.saturating_duration_since(tokio::time::Instant::now()) <= BUSY_BACKOFF {
                     return Err(WeChatError::Api { errcode, errmsg });
                 }
-                tracing::warn!("WeChat is busy (errcode -1), retrying once");
+                warn_limited!("WeChat is busy (errcode -1), retrying once");
                 tokio::time::sleep(BUSY_BACKOFF).await;
                 tokio::time::timeout_at(deadline, self.call_once(method, path, query, body))
                     .await
@@ -276,7 +276,8 @@ impl WeChatClient {
         let mut resp = req.send().await.map_err(|e| transport_error(e, cfg))?;
         let status = resp.status();
         if !status.is_success() {
-            tracing::warn!(%status, elapsed_ms = started.elapsed().as_millis() as u64, "WeChat answered a non-2xx status");
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            warn_limited!(%status, elapsed_ms, "WeChat answered a non-2xx status");
             return Err(WeChatError::Unreachable(format!("HTTP {status}")));
         }
         if resp.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
@@ -309,7 +310,7 @@ impl WeChatClient {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "WeChat answered an errcode"
             ),
-            Err(e) => tracing::warn!(error = %e, "WeChat answered something unexpected"),
+            Err(e) => warn_limited!(error = %e, "WeChat answered something unexpected"),
         }
         checked
     }
@@ -365,11 +366,11 @@ pub fn clean_errmsg(errmsg: &str, cfg: &WeChatConfig) -> String {
 fn transport_error(err: reqwest::Error, cfg: &WeChatConfig) -> WeChatError {
     let err = err.without_url();
     if err.is_timeout() {
-        tracing::warn!("WeChat did not answer in time");
+        warn_limited!("WeChat did not answer in time");
         WeChatError::Timeout
     } else {
         let text = describe(&err, cfg);
-        tracing::warn!(error = %text, "WeChat could not be reached");
+        warn_limited!(error = %text, "WeChat could not be reached");
         WeChatError::Unreachable(text)
     }
 }
