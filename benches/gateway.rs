@@ -580,6 +580,10 @@ fn gateway_env(redis_port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)>
         // variable cannot unset: make it too large to ever bite.
         ("WEAPP__SESSION__LOGIN_RATE_LIMIT__PER_MINUTE", "4000000000".to_owned()),
         ("WEAPP__SESSION__LOGIN_RATE_LIMIT__BURST", "4000000000".to_owned()),
+        // Seeding and the login scenario start thousands of exchanges a
+        // second against the embedded fake: lift the instance-wide budget.
+        ("WEAPP__SESSION__EXCHANGES_PER_SECOND", "1000000".to_owned()),
+        ("WEAPP__SESSION__EXCHANGES_BURST", "1000000".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::mongo::MongoConfig;
 use crate::pk::BoardCacheConfig;
-use crate::session::{L1Config, LoginRateLimit, SessionConfig};
+use crate::session::{ExchangeBudget, L1Config, LoginRateLimit, SessionConfig};
 
 /// The config file used when none is given.
 pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
@@ -474,8 +474,13 @@ pub struct SessionSection {
     pub ignore: Vec<String>,
     /// Bound on the memory store's entries.
     pub memory_max_entries: u64,
-    /// Login attempts per client address; omit to disable.
+    /// Login attempts per client address (IPv6 per /64); omit to disable.
     pub login_rate_limit: Option<LoginRateLimit>,
+    /// Code exchanges per second that may reach WeChat, for the whole
+    /// instance (beyond it: 429 `ERR_TOO_MANY_REQUESTS`, `Retry-After: 1`).
+    pub exchanges_per_second: u32,
+    /// How many exchanges may start at once within that budget.
+    pub exchanges_burst: u32,
     /// Put the in-process L1 session cache in front of the store.
     pub l1: bool,
     /// TTL of an L1 entry (default 1 s): revocations on other instances are
@@ -497,6 +502,8 @@ impl Default for SessionSection {
             ignore: d.ignore,
             memory_max_entries: 100_000,
             login_rate_limit: d.login_rate_limit,
+            exchanges_per_second: d.exchange_budget.map_or(50, |b| b.per_second),
+            exchanges_burst: d.exchange_budget.map_or(100, |b| b.burst),
             l1: false,
             l1_ttl: Duration::from_secs(1),
             l1_max_entries: 100_000,
@@ -728,6 +735,8 @@ impl Config {
                 "notices.admin_failures_per_minute",
                 u64::from(self.notices.admin_failures_per_minute),
             ),
+            ("session.exchanges_per_second", u64::from(self.session.exchanges_per_second)),
+            ("session.exchanges_burst", u64::from(self.session.exchanges_burst)),
         ] {
             if n == 0 {
                 return Err(ConfigError::Rejected(format!(
@@ -808,6 +817,10 @@ impl Config {
             login_path: Some(format!("{base}/session/login")),
             logout_path: Some(format!("{base}/session/logout")),
             login_rate_limit: self.session.login_rate_limit,
+            exchange_budget: Some(ExchangeBudget {
+                per_second: self.session.exchanges_per_second,
+                burst: self.session.exchanges_burst,
+            }),
             l1: self.session.l1.then_some(L1Config {
                 ttl: self.session.l1_ttl,
                 max_entries: self.session.l1_max_entries,
@@ -925,6 +938,15 @@ mod tests {
     }
 
     #[test]
+    fn the_exchange_budget_defaults_to_50_per_second_and_is_configurable() {
+        let d = Config::from_figment(base()).unwrap().session_config().exchange_budget;
+        assert_eq!(d, Some(ExchangeBudget { per_second: 50, burst: 100 }));
+        let set = Toml::string("[session]\nexchanges_per_second = 5\nexchanges_burst = 7\n");
+        let c = Config::from_figment(base().merge(set)).unwrap().session_config();
+        assert_eq!(c.exchange_budget, Some(ExchangeBudget { per_second: 5, burst: 7 }));
+    }
+
+    #[test]
     fn l1_is_off_by_default_and_one_second_when_on() {
         let c = Config::from_figment(base()).unwrap();
         assert_eq!(c.session_config().l1, None);
@@ -942,6 +964,8 @@ mod tests {
         for (key, toml) in [
             ("session.memory_max_entries", "[session]\nmemory_max_entries = 0\n"),
             ("session.l1_max_entries", "[session]\nl1_max_entries = 0\n"),
+            ("session.exchanges_per_second", "[session]\nexchanges_per_second = 0\n"),
+            ("session.exchanges_burst", "[session]\nexchanges_burst = 0\n"),
             ("mongodb.op_timeout", "[mongodb]\nop_timeout = \"0s\"\n"),
             ("mongodb.connect_timeout", "[mongodb]\nconnect_timeout = \"0s\"\n"),
         ] {

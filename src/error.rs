@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::data::DataError;
+use crate::session::warn_limited;
 use crate::session::{SessionError, error_response};
 use crate::wechat::{DecryptError, WeChatError};
 
@@ -190,8 +191,9 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match &self {
             Self::Session(e) => return e.clone().into_response(),
-            Self::Storage(e) => tracing::warn!(error = %e, "data store failed"),
-            Self::WeChat(e) => tracing::warn!(error = %e, "WeChat API call failed"),
+            // One line a second per site: an outage fails every request.
+            Self::Storage(e) => warn_limited!(error = %e, "data store failed"),
+            Self::WeChat(e) => warn_limited!(error = %e, "WeChat API call failed"),
             Self::AccessToken(e) => tracing::error!(
                 error = %e,
                 "no usable WeChat access token (check wechat.app_id, the AppSecret and the \

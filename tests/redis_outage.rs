@@ -1,5 +1,6 @@
 //! The Redis store under outages: it starts without Redis, answers
-//! `Unavailable` quickly while Redis is down, and recovers by itself.
+//! `Unavailable` quickly while Redis is down, and recovers by itself; the
+//! gateway in front of it logs the outage at a bounded rate.
 
 mod support;
 
@@ -166,4 +167,57 @@ async fn a_silent_server_times_out_instead_of_hanging() {
     );
     assert!(elapsed < FAIL_FAST, "took {elapsed:?}");
     every_op_is_unavailable(&store, "no-secret-here").await;
+}
+
+/// Collects every formatted log line of this test binary.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_outage_logs_one_warn_a_second_not_one_per_request() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let mut redis = RedisServer::start();
+    let app = support::app::spawn_app(
+        support::app::AppOptions::redis_at(redis.url(), "outage_log").with("redis.timeout", "1s"),
+    )
+    .await;
+    redis.stop();
+    let started = Instant::now();
+    let mut answered = 0;
+    let tokens: Vec<String> = (0..25).map(|i| format!("tok-{i}")).collect();
+    for _ in 0..4 {
+        let wave = futures_util::future::join_all(tokens.iter().map(|t| app.token_me(t))).await;
+        for a in wave {
+            assert_eq!((a.status, a.reason()), (503, Some("ERR_SESSION_STORE_UNAVAILABLE")));
+            answered += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("session store failed")).collect();
+    let allowed = elapsed.as_secs() as usize + 1;
+    assert!(
+        !lines.is_empty() && lines.len() <= allowed,
+        "{} WARN lines for {answered} failed requests in {elapsed:?}:\n{text}",
+        lines.len()
+    );
+    if lines.len() > 1 {
+        assert!(lines[1..].iter().all(|l| l.contains("suppressed=")), "{text}");
+    }
 }

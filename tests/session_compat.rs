@@ -302,3 +302,31 @@ async fn a_used_code_cannot_revive_a_session_or_become_a_token() {
     assert_eq!(c.body["error"]["detail"]["errcode"], 40163);
     assert_eq!(app.exchanges(), 2);
 }
+
+#[tokio::test]
+async fn a_code_spent_while_its_clients_hang_up_still_logs_in_on_retry() {
+    let app = spawn_app(AppOptions::memory()).await;
+    let minted = app.mint("o_hangup");
+    let raw = raw_data("hangup");
+    let sig = sign(&raw, &minted.session_key);
+    // WeChat spends the code at once and answers 1.2 s later.
+    app.fake.set_faults(Faults { answer_delay_ms: 1_200, ..Faults::default() });
+    let head = format!(
+        "GET /applet/session/me HTTP/1.1\r\nX-WX-Code: {}\r\nX-WX-RawData: {}\r\n\
+         X-WX-Signature: {sig}",
+        minted.code,
+        encode_uri_component(&raw)
+    );
+    // The first caller, and a waiter that joined it, both go away meanwhile.
+    let linger = Duration::from_millis(300);
+    tokio::join!(app.hang_up_after(&head, "", linger), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.hang_up_after(&head, "", linger).await;
+    });
+    tokio::time::sleep(Duration::from_millis(1_200)).await; // WeChat has answered
+    app.fake.set_faults(Faults::default());
+    let retry = app.compat_login(&minted.code, &raw, &sig).await;
+    assert_eq!(retry.status, 200, "{:?}", retry.body);
+    assert_eq!(retry.body["openId"], "o_hangup");
+    assert_eq!(app.exchanges(), 1, "the retry must not exchange the spent code again");
+}

@@ -113,3 +113,35 @@ async fn sliding_refresh_happens_at_most_once_per_window() {
     assert!(served > 50, "{served}");
     assert!((1..=4).contains(&refreshes), "{refreshes} refreshes for {served} requests in 2.5 s");
 }
+
+#[tokio::test]
+async fn a_new_login_on_this_instance_evicts_the_revoked_session_at_once() {
+    let redis = RedisServer::start();
+    let app = app_on(&redis, "l1new:", "30s").await;
+    // token → token
+    let first = app.mint("o_l1new");
+    let old = app.token_login(&json!({"code": first.code})).await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.token_me(&old).await.status, 200); // loads into L1
+    assert_eq!(app.token_me(&old).await.status, 200); // an L1 hit
+    let second = app.mint("o_l1new");
+    let new = app.token_login(&json!({"code": second.code})).await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.token_me(&old).await.reason(), Some("ERR_SESSION_EXPIRED"));
+    assert_eq!(app.token_me(&new).await.status, 200);
+
+    // compat → token
+    let compat = app.mint("o_l1new2");
+    let raw = raw_data("l1new2");
+    let signed = sign(&raw, &compat.session_key);
+    assert_eq!(app.compat_login(&compat.code, &raw, &signed).await.status, 200);
+    assert_eq!(app.compat_me(&compat.code).await.status, 200); // loads into L1
+    assert_eq!(app.compat_me(&compat.code).await.status, 200); // an L1 hit
+    let token = app.mint("o_l1new2");
+    assert_eq!(app.token_login(&json!({"code": token.code})).await.status, 200);
+    assert_eq!(app.compat_me(&compat.code).await.reason(), Some("ERR_SESSION_EXPIRED"));
+}

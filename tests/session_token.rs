@@ -5,7 +5,8 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::app::{AppOptions, TestApp, raw_data, sign, spawn_app};
+use support::app::{APP_SECRET, AppOptions, TestApp, raw_data, sign, spawn_app};
+use weapp_gateway::wechat::Faults;
 
 async fn login(app: &TestApp, openid: &str) -> String {
     let minted = app.mint(openid);
@@ -185,4 +186,80 @@ async fn base_path_and_prefix_ignores_are_honoured() {
     let health = app.get("/healthz", &[("X-WX-Code", "no-such-code")]).await;
     assert_eq!((health.status, health.reason()), (401, Some("ERR_SESSION_EXPIRED")));
     assert_eq!(app.exchanges(), 1);
+}
+
+#[tokio::test]
+async fn a_token_login_whose_client_hangs_up_still_lands_and_the_retry_is_served() {
+    let app = spawn_app(AppOptions::memory()).await;
+    let minted = app.mint("o_hangup_token");
+    // WeChat spends the code at once and answers 1.2 s later.
+    app.fake.set_faults(Faults { answer_delay_ms: 1_200, ..Faults::default() });
+    let head = "POST /applet/session/login HTTP/1.1\r\nContent-Type: application/json";
+    let body = json!({"code": minted.code}).to_string();
+    // The first caller, and a waiter that joined it, both go away meanwhile.
+    let linger = Duration::from_millis(300);
+    tokio::join!(app.hang_up_after(head, &body, linger), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.hang_up_after(head, &body, linger).await;
+    });
+    tokio::time::sleep(Duration::from_millis(1_200)).await; // WeChat has answered
+    app.fake.set_faults(Faults::default());
+    let retry = app.token_login(&json!({"code": minted.code})).await;
+    assert_eq!(retry.status, 200, "{:?}", retry.body);
+    let token = retry.body["token"].as_str().expect("token");
+    assert_eq!(app.token_me(token).await.body["openId"], "o_hangup_token");
+    assert_eq!(app.exchanges(), 1, "the retry must not exchange the spent code again");
+}
+
+#[tokio::test]
+async fn malformed_wechat_answers_never_become_sessions() {
+    use base64::Engine as _;
+    let app = spawn_app(AppOptions::memory()).await;
+    let short_key = base64::engine::general_purpose::STANDARD.encode([7u8; 8]);
+    let huge = "o".repeat(100_000);
+    let cases: [(&str, Option<&str>, Option<&str>); 7] = [
+        ("o_new\nline", None, None),
+        ("o_nul\0", None, None),
+        (&huge, None, None),
+        ("", None, None),
+        ("o_badkey", Some("not*base64!"), None),
+        ("o_shortkey", Some(&short_key), None),
+        ("o_badunion", None, Some("u\r\nforged")),
+    ];
+    for (openid, key, unionid) in cases {
+        let minted = app.fake.mint_code(openid, key.map(Into::into), unionid.map(Into::into));
+        let a = app.token_login(&json!({"code": minted.code})).await;
+        let what = format!(
+            "openid {:?}, key {key:?}, unionid {unionid:?}",
+            &openid[..openid.len().min(20)]
+        );
+        assert_eq!(
+            (a.status, a.reason()),
+            (502, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")),
+            "{what}"
+        );
+        assert!(a.body.get("token").is_none(), "{what}");
+    }
+    // A well-formed answer still logs in.
+    assert_eq!(app.token_login(&json!({"code": app.mint("o_fine-1").code})).await.status, 200);
+}
+
+#[tokio::test]
+async fn wechats_errmsg_reaches_the_client_scrubbed_and_capped() {
+    let app = spawn_app(AppOptions::memory()).await;
+    let hostile = format!(
+        "invalid code, secret {APP_SECRET}\n2026-12-02T00:00:00Z INFO forged line {}",
+        "x".repeat(5_000)
+    );
+    app.fake.set_faults(Faults { errcode: 40029, errmsg: hostile, ..Faults::default() });
+    let a = app.token_login(&json!({"code": app.mint("o_errmsg").code})).await;
+    assert_eq!((a.status, a.reason()), (401, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")));
+    assert_eq!(a.body["error"]["detail"]["errcode"], 40029);
+    let errmsg = a.body["error"]["detail"]["errmsg"].as_str().expect("errmsg");
+    assert!(errmsg.starts_with("invalid code, secret [redacted]"), "{errmsg}");
+    assert!(!errmsg.contains('\n'), "{errmsg}");
+    assert!(errmsg.chars().count() <= 201, "{} chars", errmsg.chars().count());
+    let text = a.body.to_string();
+    assert!(!text.contains(APP_SECRET), "{text}");
+    assert!(text.len() < 1_500, "{} bytes", text.len());
 }

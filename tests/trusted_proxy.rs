@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::app::{AppOptions, TestApp, spawn_app};
@@ -29,6 +29,9 @@ async fn login(app: &TestApp, base: &str, xff: Option<&str>) -> (u16, String) {
     }
     let response = request.send().await.expect("login request");
     let status = response.status().as_u16();
+    if status == 429 {
+        assert!(response.headers().contains_key("retry-after"), "a 429 without Retry-After");
+    }
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let reason = if body["F2C224D4-2BCE-4C64-AF9F-A6D872000D1A"] == json!(1) {
         body["reason"].as_str().unwrap_or("").to_owned()
@@ -82,6 +85,45 @@ async fn an_untrusted_peers_forwarded_for_is_ignored() {
     expect(&app, &base, None, LIMITED, "4th, no header").await;
     // Even the trusted proxy's address in the header changes nothing.
     expect(&app, &base, Some("192.0.2.1"), LIMITED, "5th").await;
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_a_bucket_per_64() {
+    let app = spawn_app(limited(&["127.0.0.1"])).await;
+    let base = app.base.clone();
+    expect(&app, &base, Some("2001:db8:a:b::1"), OK, "1st address of the /64").await;
+    expect(&app, &base, Some("2001:db8:a:b:ffff:ffff:ffff:fffe"), OK, "2nd address").await;
+    expect(&app, &base, Some("2001:db8:a:b:1234::42"), LIMITED, "3rd address, same /64").await;
+    expect(&app, &base, Some("2001:db8:a:c::1"), OK, "the next /64 is another bucket").await;
+}
+
+#[tokio::test]
+async fn many_forwarded_clients_cannot_exceed_the_instances_exchange_budget() {
+    // Each client has its own generous per-address bucket; the instance
+    // allows 5 exchanges at once and 2 a second after that.
+    let app = spawn_app(
+        AppOptions::memory()
+            .with("server.trusted_proxies", json!(["127.0.0.1"]))
+            .with("session.exchanges_per_second", 2)
+            .with("session.exchanges_burst", 5),
+    )
+    .await;
+    let base = app.base.clone();
+    let started = Instant::now();
+    let clients: Vec<String> = (0..60).map(|i| format!("198.51.100.{i}")).collect();
+    let answers = futures_util::future::join_all(
+        clients.iter().map(|ip| login(&app, &base, Some(ip.as_str()))),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let ok = answers.iter().filter(|a| a.0 == 200).count() as u64;
+    let limited = answers.iter().filter(|a| **a == (429, "ERR_TOO_MANY_REQUESTS".into())).count();
+    assert_eq!(ok as usize + limited, 60, "{answers:?}");
+    let calls = app.exchanges();
+    assert_eq!(calls, ok, "only the admitted logins reach WeChat");
+    let ceiling = 5 + 2 * elapsed.as_secs().saturating_add(1);
+    assert!(calls <= ceiling, "{calls} exchanges in {elapsed:?} (budget allows {ceiling})");
+    assert!(ok >= 5, "the burst is served: {ok}");
 }
 
 /// Whether a `[::]` listener accepts IPv4 connections here (IPv6 enabled and

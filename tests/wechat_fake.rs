@@ -312,8 +312,12 @@ async fn dev_stats_and_faults_over_http() {
     assert_eq!(resp.status(), 200);
     let faults: Value =
         http.get(format!("{base}/dev/faults")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(faults, json!({"busy": 3, "delay_ms": 5, "http_500": false}));
-    assert_eq!(fake.faults(), Faults { delay_ms: 5, http_500: false, busy: 3 });
+    assert_eq!(
+        faults,
+        json!({"busy": 3, "delay_ms": 5, "http_500": false, "answer_delay_ms": 0,
+               "errcode": 0, "errmsg": ""})
+    );
+    assert_eq!(fake.faults(), Faults { delay_ms: 5, busy: 3, ..Faults::default() });
 
     let resp = http.post(format!("{base}/dev/faults")).body("[]").send().await.unwrap();
     assert_eq!(resp.status(), 400);
@@ -340,4 +344,33 @@ async fn router_nests_under_a_prefix() {
     let client = WeChatClient::new(cfg).unwrap();
     let minted = fake.mint_code("o-alice", None, None);
     assert_eq!(client.code2session(&minted.code).await.unwrap().openid, "o-alice");
+}
+
+#[tokio::test]
+async fn answer_delay_spends_the_code_before_the_slow_answer() {
+    let (fake, _addr, client) = setup().await;
+    fake.set_faults(Faults { answer_delay_ms: 1_500, ..Faults::default() });
+    let minted = fake.mint_code("o-alice", None, None);
+    // The client (800 ms timeout) gives up; the code is spent all the same.
+    assert!(matches!(client.code2session(&minted.code).await, Err(ExchangeError::Timeout)));
+    fake.set_faults(Faults::default());
+    assert_errcode(client.code2session(&minted.code).await, 40163);
+}
+
+#[tokio::test]
+async fn a_forced_errcode_carries_its_errmsg_scrubbed_and_escaped() {
+    let (fake, _addr, client) = setup().await;
+    let errmsg = format!("bad {SECRET}\nFORGED {}", "y".repeat(1_000));
+    fake.set_faults(Faults { errcode: 40029, errmsg, ..Faults::default() });
+    let minted = fake.mint_code("o-alice", None, None);
+    match client.code2session(&minted.code).await {
+        Err(err @ ExchangeError::WeChat { errcode: 40029, .. }) => {
+            assert_no_secret(&err);
+            assert!(!err.to_string().contains('\n'), "{err}");
+            let ExchangeError::WeChat { errmsg, .. } = &err else { unreachable!() };
+            assert!(errmsg.starts_with("bad [redacted] FORGED"), "{errmsg}");
+            assert!(errmsg.chars().count() <= 201, "{}", errmsg.chars().count());
+        }
+        other => panic!("expected errcode 40029, got {other:?}"),
+    }
 }

@@ -5,6 +5,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use super::exchange::ExchangeError;
 
 /// The key whose value `1` tells the `weapp-session-client` a body is an error.
@@ -52,6 +56,9 @@ pub enum SessionError {
     /// A rate limit was hit.
     #[error("too many login attempts; slow down")]
     TooManyRequests,
+    /// The instance-wide budget of code exchanges per second is spent.
+    #[error("the gateway is handling too many logins right now; try again in a moment")]
+    ExchangeBudgetSpent,
     /// A login body larger than the configured limit.
     #[error("the login body is larger than {0} bytes")]
     BodyTooLarge(usize),
@@ -76,7 +83,7 @@ impl SessionError {
             Self::InvalidRawData(_) => "ERR_INVALID_RAW_DATA",
             Self::StoreUnavailable => "ERR_SESSION_STORE_UNAVAILABLE",
             Self::NotLoggedIn => "ERR_NOT_LOGGED_IN",
-            Self::TooManyRequests => "ERR_TOO_MANY_REQUESTS",
+            Self::TooManyRequests | Self::ExchangeBudgetSpent => "ERR_TOO_MANY_REQUESTS",
             Self::InvalidRequest(_) => "ERR_INVALID_REQUEST",
             Self::BodyTooLarge(_) => "ERR_PAYLOAD_TOO_LARGE",
             Self::MethodNotAllowed => "ERR_METHOD_NOT_ALLOWED",
@@ -102,7 +109,7 @@ impl SessionError {
             },
             Self::InvalidRawData(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests | Self::ExchangeBudgetSpent => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
@@ -142,15 +149,81 @@ impl IntoResponse for SessionError {
         match &self {
             Self::LayerMissing => tracing::error!("{self}"),
             Self::KeyExchangeFailed(ExchangeError::WeChat { .. }) => {}
-            Self::KeyExchangeFailed(_) => tracing::warn!(error = %self, "code exchange failed"),
+            Self::KeyExchangeFailed(_) => warn_limited!(error = %self, "code exchange failed"),
             _ => {}
         }
         let mut response =
             error_response(self.status(), self.reason(), &self.client_message(), self.detail());
-        if matches!(self, Self::TooManyRequests) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        let retry_after = match self {
+            Self::TooManyRequests => Some("60"),
+            // The budget refills every 1/per_second.
+            Self::ExchangeBudgetSpent => Some("1"),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
         }
         response
+    }
+}
+
+/// A budget of one WARN line per second for one call site, so an outage
+/// (every request failing the same way) logs a line a second, not a line a
+/// request. `admit` says whether to log now and how many lines it suppressed
+/// since the last one. Use one `static` per call site.
+pub(crate) struct WarnBudget {
+    /// Milliseconds since [`log_epoch`] of the last admitted line, plus one (0: never).
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+/// `tracing::warn!` through a [`WarnBudget`] of its own call site: at most
+/// one line a second, each with `suppressed` = the lines held back before it.
+macro_rules! warn_limited {
+    ($($field:tt)+) => {{
+        static BUDGET: $crate::session::WarnBudget = $crate::session::WarnBudget::new();
+        if let Some(suppressed) = BUDGET.admit() {
+            tracing::warn!(suppressed, $($field)+);
+        }
+    }};
+}
+pub(crate) use warn_limited;
+
+/// The time origin of every [`WarnBudget`].
+fn log_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl WarnBudget {
+    /// At most one line per this interval.
+    const INTERVAL_MS: u64 = 1_000;
+
+    /// A fresh budget (const, for a `static`).
+    pub(crate) const fn new() -> Self {
+        Self { last_ms: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+    }
+
+    /// `Some(lines suppressed since the last admitted one)` when a line may be
+    /// logged now, else `None` (and the line is counted as suppressed).
+    pub(crate) fn admit(&self) -> Option<u64> {
+        self.admit_at(u64::try_from(log_epoch().elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn admit_at(&self, now_ms: u64) -> Option<u64> {
+        let stamp = now_ms.saturating_add(1);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == 0 || stamp.saturating_sub(last) >= Self::INTERVAL_MS;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, stamp, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
     }
 }
 
@@ -177,6 +250,29 @@ mod tests {
         assert!(!message.contains("10.1.2.3"), "{message}");
         assert_eq!(body[ERROR_MAGIC], 1);
         assert_eq!(body["reason"], "ERR_SESSION_KEY_EXCHANGE_FAILED");
+    }
+
+    #[test]
+    fn warn_budget_admits_one_line_per_second_and_counts_the_rest() {
+        let budget = WarnBudget::new();
+        assert_eq!(budget.admit_at(0), Some(0));
+        for ms in 1..1_000 {
+            assert_eq!(budget.admit_at(ms), None, "{ms}");
+        }
+        assert_eq!(budget.admit_at(1_000), Some(999));
+        assert_eq!(budget.admit_at(1_500), None);
+        assert_eq!(budget.admit_at(2_000), Some(1));
+    }
+
+    #[tokio::test]
+    async fn the_exchange_budget_is_a_429_with_retry_after() {
+        let response = SessionError::ExchangeBudgetSpent.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let (_, body) = body_of(SessionError::ExchangeBudgetSpent).await;
+        assert_eq!(body["reason"], "ERR_TOO_MANY_REQUESTS");
+        let response = SessionError::TooManyRequests.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "60");
     }
 
     #[tokio::test]

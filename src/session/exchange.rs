@@ -26,11 +26,50 @@ impl std::fmt::Debug for Exchanged {
     }
 }
 
+/// Longest openid / unionid accepted from WeChat (real ones are 28 chars).
+pub const MAX_ID_LEN: usize = 64;
+
+/// Whether `id` looks like a WeChat openid or unionid: 1–[`MAX_ID_LEN`] chars
+/// of `[A-Za-z0-9_-]`.
+pub fn plausible_wechat_id(id: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `key` is a usable session_key: standard base64 of exactly 16 bytes
+/// (the AES-128 key open data is encrypted with).
+pub fn plausible_session_key(key: &str) -> bool {
+    use base64::Engine as _;
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|k| k.len() == 16)
+}
+
+impl Exchanged {
+    /// `self` if WeChat's answer has the shape WeChat documents (see
+    /// [`plausible_wechat_id`], [`plausible_session_key`]), else
+    /// [`ExchangeError::BadResponse`]: nothing else may become a session.
+    pub fn checked(self) -> Result<Self, ExchangeError> {
+        if !plausible_wechat_id(&self.openid) {
+            return Err(ExchangeError::BadResponse("the openid is malformed".into()));
+        }
+        if !plausible_session_key(&self.session_key) {
+            return Err(ExchangeError::BadResponse(
+                "the session_key is not the base64 of 16 bytes".into(),
+            ));
+        }
+        if self.unionid.as_deref().is_some_and(|u| !plausible_wechat_id(u)) {
+            return Err(ExchangeError::BadResponse("the unionid is malformed".into()));
+        }
+        Ok(self)
+    }
+}
+
 /// Why a code exchange failed. Texts never contain the AppSecret or the URL.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ExchangeError {
     /// WeChat answered with a non-zero errcode (bad, used or expired code…).
-    #[error("WeChat answered errcode {errcode}: {errmsg}")]
+    /// The errmsg is escaped when displayed, so it cannot forge a log line.
+    #[error("WeChat answered errcode {errcode}: {}", errmsg.escape_debug())]
     WeChat {
         /// WeChat's errcode.
         errcode: i64,
@@ -54,4 +93,36 @@ pub enum ExchangeError {
 pub trait CodeExchanger: Send + Sync + 'static {
     /// Call `jscode2session` for `code`.
     async fn code2session(&self, code: &str) -> Result<Exchanged, ExchangeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(openid: &str, session_key: &str, unionid: Option<&str>) -> Exchanged {
+        Exchanged {
+            openid: openid.into(),
+            session_key: session_key.into(),
+            unionid: unionid.map(Into::into),
+        }
+    }
+
+    const KEY: &str = "HyVFkGl5F5OQWJZZaNzBBg==";
+
+    #[test]
+    fn only_answers_shaped_like_wechats_become_sessions() {
+        assert!(answer("oGZUI0egBJY1zhBYw2KhdUfwVJJE", KEY, None).checked().is_ok());
+        assert!(answer("o_a-1", KEY, Some("ocMvos6NjeKLIBqg5Mr9QjxrP1FA")).checked().is_ok());
+        let long = "o".repeat(MAX_ID_LEN + 1);
+        for bad_openid in ["", "o\nforged", "o\0", "o x", "o/../x", long.as_str()] {
+            assert!(answer(bad_openid, KEY, None).checked().is_err(), "{bad_openid:?}");
+        }
+        for bad_key in
+            ["not*base64!", "", "AAAA", "AAAAAAAAAAAAAAAAAAAAAAAA", "HyVFkGl5F5OQWJZZaNzBBg"]
+        {
+            assert!(answer("o_1", bad_key, None).checked().is_err(), "{bad_key:?}");
+        }
+        assert!(answer("o_1", KEY, Some("u\n1")).checked().is_err());
+        assert!(answer("o_1", KEY, Some("")).checked().is_err());
+    }
 }

@@ -201,6 +201,9 @@ mod tests {
         CodeExchanger, ExchangeError, Exchanged, MemoryStore, SessionConfig, WxSession,
     };
 
+    /// A session_key shaped like WeChat's (base64 of 16 bytes).
+    const KEY: &str = "HyVFkGl5F5OQWJZZaNzBBg==";
+
     struct Mock {
         calls: AtomicUsize,
     }
@@ -210,7 +213,7 @@ mod tests {
         async fn code2session(&self, code: &str) -> Result<Exchanged, ExchangeError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if code == "good" {
-                Ok(Exchanged { openid: "o1".into(), session_key: "k".into(), unionid: None })
+                Ok(Exchanged { openid: "o1".into(), session_key: KEY.into(), unionid: None })
             } else {
                 Err(ExchangeError::WeChat { errcode: 40029, errmsg: "invalid code".into() })
             }
@@ -241,7 +244,7 @@ mod tests {
         let raw = "{\"nickName\":\"n\"}";
         let sig = {
             use sha1::Digest;
-            hex::encode(sha1::Sha1::digest(format!("{raw}k").as_bytes()))
+            hex::encode(sha1::Sha1::digest(format!("{raw}{KEY}").as_bytes()))
         };
         let req = Request::get("/x")
             .header("x-wx-code", "good")

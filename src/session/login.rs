@@ -1,13 +1,13 @@
 //! The session engine: authenticate a request, log a user in (both dialects),
 //! log out. Shared by the layer's service clones through an `Arc`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -29,6 +29,12 @@ use super::store::{
 const ERRCODE_CODE_USED: i64 = 40163;
 /// A WeChat code is valid for five minutes; exchanges are remembered as long.
 const CODE_LIFETIME: Duration = Duration::from_secs(300);
+/// Upper bound on one exchange task, whatever the exchanger does (the WeChat
+/// client's own `wechat.timeout` is far shorter), so a stuck exchanger cannot
+/// hold a flight forever.
+const EXCHANGE_TASK_BOUND: Duration = Duration::from_secs(60);
+/// Most codes in flight or remembered at once.
+const MAX_CODES: u64 = 100_000;
 
 /// Login rate limit: attempts per minute per client address, with a burst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -37,6 +43,15 @@ pub struct LoginRateLimit {
     /// Sustained login attempts per minute per client address.
     pub per_minute: u32,
     /// How many attempts may arrive at once.
+    pub burst: u32,
+}
+
+/// The instance-wide budget of code exchanges that reach WeChat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExchangeBudget {
+    /// Sustained exchanges per second for the whole instance.
+    pub per_second: u32,
+    /// How many exchanges may start at once.
     pub burst: u32,
 }
 
@@ -55,8 +70,11 @@ pub struct SessionConfig {
     pub login_path: Option<String>,
     /// Path of the token-dialect logout (`POST`), or `None`.
     pub logout_path: Option<String>,
-    /// Per-client-address limit on login attempts that reach WeChat.
+    /// Per-client-address limit on login attempts that reach WeChat (IPv6
+    /// clients are counted per /64).
     pub login_rate_limit: Option<LoginRateLimit>,
+    /// Instance-wide limit on code exchanges that reach WeChat.
+    pub exchange_budget: Option<ExchangeBudget>,
     /// Largest accepted login request body, in bytes.
     pub max_login_body: usize,
     /// The in-process L1 session cache; `None` disables it.
@@ -73,6 +91,7 @@ impl Default for SessionConfig {
             login_path: Some("/applet/session/login".into()),
             logout_path: Some("/applet/session/logout".into()),
             login_rate_limit: Some(LoginRateLimit { per_minute: 60, burst: 20 }),
+            exchange_budget: Some(ExchangeBudget { per_second: 50, burst: 100 }),
             max_login_body: 16 * 1024,
             l1: None,
         }
@@ -133,6 +152,14 @@ enum LoginError {
     Exchange(ExchangeError),
 }
 
+/// The outcome of one code's exchange, `None` while WeChat is answering.
+type FlightResult = Option<Result<Arc<Exchanged>, ExchangeError>>;
+
+/// One code's exchange: a spawned task owns the sender and publishes the
+/// outcome; every caller of that code waits on a receiver. Dropping callers
+/// never cancels the task.
+type Flight = tokio::sync::watch::Receiver<FlightResult>;
+
 impl SignedRawData {
     /// Constant-time check of the signature against `session_key`.
     fn verify(&self, session_key: &str) -> Result<(), SessionError> {
@@ -165,9 +192,11 @@ pub struct WxSessions {
     store: Arc<dyn SessionStore>,
     exchanger: Arc<dyn CodeExchanger>,
     config: SessionConfig,
-    /// code → WeChat's answer: one exchange per code (single-flight), and a
-    /// retry of the same code never reaches WeChat again.
-    exchanges: moka::future::Cache<String, Arc<Exchanged>>,
+    /// code → its exchange: one per code (single-flight), run by a task of its
+    /// own so the answer lands here even when every caller has gone; a retry
+    /// of the same code never reaches WeChat again. Failed exchanges remove
+    /// their entry when they finish.
+    exchanges: moka::sync::Cache<String, Flight>,
     /// code → the token issued for it, so concurrent token logins with one
     /// code share one session.
     token_logins: moka::future::Cache<String, Arc<TokenLoginResponse>>,
@@ -177,6 +206,8 @@ pub struct WxSessions {
     /// resent first request, nor a compat code turned into a token.
     spent: moka::sync::Cache<String, ()>,
     rate_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Instance-wide budget of exchanges that reach WeChat.
+    exchange_budget: Option<DefaultDirectRateLimiter>,
     /// Recently served sessions (optional; see [`L1Config`]).
     l1: Option<L1>,
     logins_seen: AtomicU64,
@@ -189,7 +220,7 @@ impl std::fmt::Debug for WxSessions {
 }
 
 fn store_error(e: StoreError) -> SessionError {
-    tracing::warn!(error = %e, "session store failed");
+    super::error::warn_limited!(error = %e, "session store failed");
     SessionError::StoreUnavailable
 }
 
@@ -205,18 +236,27 @@ impl WxSessions {
             let burst = NonZeroU32::new(l.burst.max(1))?;
             Some(RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)))
         });
+        let exchange_budget = config.exchange_budget.and_then(|b| {
+            let per_second = NonZeroU32::new(b.per_second)?;
+            let burst = NonZeroU32::new(b.burst.max(1))?;
+            Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
+        });
         let l1 = config.l1.map(L1::new);
         Self {
             store,
             exchanger,
             config,
-            exchanges: code_cache(),
+            exchanges: moka::sync::Cache::builder()
+                .max_capacity(MAX_CODES)
+                .time_to_live(CODE_LIFETIME)
+                .build(),
             token_logins: code_cache(),
             spent: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(CODE_LIFETIME)
                 .build(),
             rate_limiter,
+            exchange_budget,
             logins_seen: AtomicU64::new(0),
             l1,
         }
@@ -311,6 +351,14 @@ impl WxSessions {
         }
     }
 
+    /// A new session of `record`'s user was created here: the store revoked
+    /// the previous one, so this instance's L1 must stop serving it now.
+    fn replaced_in_l1(&self, record: &SessionRecord, kind: SessionKind, credential: &str) {
+        if let Some(l1) = &self.l1 {
+            l1.replaced(&record.openid, kind, credential, record.created_at);
+        }
+    }
+
     /// Keep a session loaded from the store in the L1 cache, if enabled.
     fn remember(&self, kind: SessionKind, credential: &str, session: WxSession) -> WxSession {
         if let Some(l1) = &self.l1 {
@@ -362,6 +410,7 @@ impl WxSessions {
             .create(&id, &record, self.config.compat_ttl, self.index_ttl())
             .await
             .map_err(store_error)?;
+        self.replaced_in_l1(&record, SessionKind::Code, code);
         self.spent.insert(code.to_owned(), ());
         tracing::info!(user = %hash_tag(&record.openid), "compat login");
         Ok(WxSession::new(id, record))
@@ -380,19 +429,71 @@ impl WxSessions {
     }
 
     /// Exchange `code` with WeChat at most once per instance: concurrent
-    /// callers share one call, later callers get the remembered answer. Only
-    /// the call that reaches WeChat counts against the client's rate limit.
+    /// callers share one call, later callers get the remembered answer. The
+    /// call runs in a task of its own, so a caller that goes away (the
+    /// mini-program went to the background) neither loses the spent code's
+    /// answer nor makes a waiter start a second exchange. Only the call that
+    /// reaches WeChat counts against the rate limits.
     async fn exchange(
         &self,
         code: &str,
         client: Option<IpAddr>,
     ) -> Result<Arc<Exchanged>, LoginError> {
-        let owned = code.to_owned();
-        let init = async move {
-            self.check_rate(client).map_err(LoginError::Session)?;
-            self.exchanger.code2session(&owned).await.map(Arc::new).map_err(LoginError::Exchange)
+        let mut flight = self
+            .exchanges
+            .try_get_with_by_ref(code, || self.start_exchange(code, client))
+            .map_err(|e| LoginError::Session((*e).clone()))?;
+        let outcome = flight.wait_for(Option::is_some).await.map(|o| o.clone());
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            // The task ended without an answer (it panicked): forget it so a
+            // retry may exchange again.
+            Err(_) => {
+                forget_flight(&self.exchanges, code, &flight);
+                None
+            }
         };
-        self.exchanges.try_get_with(code.to_owned(), init).await.map_err(|e| (*e).clone())
+        match outcome {
+            Some(result) => result.map_err(LoginError::Exchange),
+            None => Err(LoginError::Exchange(ExchangeError::Unreachable(
+                "the exchange ended without an answer".into(),
+            ))),
+        }
+    }
+
+    /// Check the limits, then spawn the task that exchanges `code`.
+    fn start_exchange(&self, code: &str, client: Option<IpAddr>) -> Result<Flight, SessionError> {
+        self.check_rate(client)?;
+        if let Some(budget) = &self.exchange_budget
+            && budget.check().is_err()
+        {
+            return Err(SessionError::ExchangeBudgetSpent);
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let exchanger = Arc::clone(&self.exchanger);
+        let exchanges = self.exchanges.clone();
+        let code = code.to_owned();
+        let flight = rx.clone();
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(
+                EXCHANGE_TASK_BOUND,
+                exchanger.code2session(&code),
+            )
+            .await
+            {
+                Ok(Ok(exchanged)) => exchanged.checked().map(Arc::new),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ExchangeError::Timeout),
+            };
+            let failed = result.is_err();
+            tx.send_replace(Some(result));
+            if failed {
+                // Not cached: a retry may exchange again (WeChat answers
+                // 40163 if the code was spent after all).
+                forget_flight(&exchanges, &code, &flight);
+            }
+        });
+        Ok(rx)
     }
 
     fn check_rate(&self, client: Option<IpAddr>) -> Result<(), SessionError> {
@@ -412,7 +513,7 @@ impl WxSessions {
         if self.logins_seen.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
             limiter.retain_recent();
         }
-        limiter.check_key(&ip).map_err(|_| SessionError::TooManyRequests)
+        limiter.check_key(&rate_key(ip)).map_err(|_| SessionError::TooManyRequests)
     }
 
     /// token login: exchange the code (once), verify the optional rawData,
@@ -484,6 +585,7 @@ impl WxSessions {
         let id = SessionId::token(&token);
         let ttl = self.config.token_idle_ttl.min(self.config.token_max_lifetime);
         self.store.create(&id, &record, ttl, self.index_ttl()).await.map_err(store_error)?;
+        self.replaced_in_l1(&record, SessionKind::Token, &token);
         tracing::info!(user = %hash_tag(&record.openid), "token login");
         Ok(Arc::new(TokenLoginResponse { token, expires_in: ttl.as_secs(), user: record.user }))
     }
@@ -554,7 +656,29 @@ fn code_used() -> SessionError {
 
 /// A bounded cache whose entries live as long as a WeChat code.
 fn code_cache<V: Clone + Send + Sync + 'static>() -> moka::future::Cache<String, V> {
-    moka::future::Cache::builder().max_capacity(100_000).time_to_live(CODE_LIFETIME).build()
+    moka::future::Cache::builder().max_capacity(MAX_CODES).time_to_live(CODE_LIFETIME).build()
+}
+
+/// Remove `code`'s exchange entry if it is still `flight` (not a newer one).
+fn forget_flight(exchanges: &moka::sync::Cache<String, Flight>, code: &str, flight: &Flight) {
+    use moka::ops::compute::Op;
+    exchanges.entry_by_ref(code).and_compute_with(|entry| match entry {
+        Some(e) if e.value().same_channel(flight) => Op::Remove,
+        _ => Op::Nop,
+    });
+}
+
+/// The login rate limit's bucket of a client address: IPv4 as is (also when
+/// it arrives IPv4-mapped), IPv6 by its /64, the smallest block a host is
+/// normally given, so one host cannot rotate addresses for fresh buckets.
+pub(crate) fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
 }
 
 fn decode_raw_header(raw: &str) -> Result<String, SessionError> {
@@ -609,6 +733,69 @@ pub(crate) fn hash_tag(openid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64_and_mapped_ipv4_is_canonical() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(rate_key(ip("2001:db8:1:2:aaaa::1")), rate_key(ip("2001:db8:1:2:ffff:1:2:3")));
+        assert_eq!(rate_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_ne!(rate_key(ip("2001:db8:1:2::1")), rate_key(ip("2001:db8:1:3::1")));
+        assert_eq!(rate_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(rate_key(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_ne!(rate_key(ip("203.0.113.7")), rate_key(ip("203.0.113.8")));
+    }
+
+    /// Fails the first call, then answers; counts calls.
+    struct Flaky {
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl CodeExchanger for Flaky {
+        async fn code2session(&self, _code: &str) -> Result<Exchanged, ExchangeError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(ExchangeError::Unreachable("connection reset".into()));
+            }
+            Ok(Exchanged {
+                openid: "o_flaky".into(),
+                session_key: "HyVFkGl5F5OQWJZZaNzBBg==".into(),
+                unionid: None,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_exchange_is_forgotten_and_a_success_remembered() {
+        let flaky = Arc::new(Flaky { calls: std::sync::atomic::AtomicUsize::new(0) });
+        let store = Arc::new(super::super::MemoryStore::new(100));
+        let sessions = WxSessions::new(store, flaky.clone(), SessionConfig::default());
+        assert!(sessions.exchange("code-1", None).await.is_err());
+        // The failure is not cached: the retry reaches WeChat again.
+        let got = sessions.exchange("code-1", None).await.map_err(SessionError::from).unwrap();
+        assert_eq!(got.openid, "o_flaky");
+        // The success is: no third call.
+        sessions.exchange("code-1", None).await.map_err(SessionError::from).unwrap();
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_exchange_budget_refuses_before_wechat() {
+        let flaky = Arc::new(Flaky { calls: std::sync::atomic::AtomicUsize::new(1) });
+        let store = Arc::new(super::super::MemoryStore::new(100));
+        let config = SessionConfig {
+            exchange_budget: Some(ExchangeBudget { per_second: 1, burst: 2 }),
+            ..SessionConfig::default()
+        };
+        let sessions = WxSessions::new(store, flaky.clone(), config);
+        for code in ["c-1", "c-2"] {
+            sessions.exchange(code, None).await.map_err(SessionError::from).unwrap();
+        }
+        let refused = sessions.exchange("c-3", None).await.map_err(SessionError::from);
+        assert!(matches!(refused, Err(SessionError::ExchangeBudgetSpent)), "{refused:?}");
+        // A code already exchanged costs nothing.
+        sessions.exchange("c-1", None).await.map_err(SessionError::from).unwrap();
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn login_bodies_print_without_credentials() {

@@ -25,10 +25,14 @@ mod login;
 pub mod store;
 
 pub use error::{ERROR_MAGIC, SessionError, error_response};
+pub(crate) use error::{WarnBudget, warn_limited};
 pub use exchange::{CodeExchanger, ExchangeError, Exchanged};
 pub use headers::{HEADER_CODE, HEADER_RAW_DATA, HEADER_SIGNATURE, HEADER_SKEY, signature_matches};
 pub use identity::{Dialect, UserTag, WxSession, require_login};
 pub use l1::L1Config;
 pub use layer::{ClientIp, ResponseFuture, WxSessionLayer, WxSessionService};
-pub use login::{LoginRateLimit, SessionConfig, TokenLoginRequest, TokenLoginResponse, WxSessions};
+pub use login::{
+    ExchangeBudget, LoginRateLimit, SessionConfig, TokenLoginRequest, TokenLoginResponse,
+    WxSessions,
+};
 pub use store::{MemoryStore, SessionStore};

@@ -13,7 +13,7 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::session::{CodeExchanger, ExchangeError, Exchanged};
+use crate::session::{CodeExchanger, ExchangeError, Exchanged, warn_limited};
 
 /// WeChat's production API base URL.
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
@@ -26,6 +26,10 @@ const BUSY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The largest answer body accepted from WeChat.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Longest `errmsg` kept from a WeChat answer, in characters (WeChat's own
+/// are well under 100; the rest is cut and marked with `…`).
+pub const MAX_ERRMSG_CHARS: usize = 200;
 
 /// How to reach WeChat and who the mini-program is. `Debug` redacts the secret.
 #[derive(Clone, Debug)]
@@ -59,8 +63,9 @@ impl WeChatConfig {
 /// Why a WeChat API call failed. Texts never contain the URL or the AppSecret.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum WeChatError {
-    /// WeChat answered with a non-zero errcode.
-    #[error("WeChat answered errcode {errcode}: {errmsg}")]
+    /// WeChat answered with a non-zero errcode. The errmsg is escaped when
+    /// displayed, so it cannot forge a log line.
+    #[error("WeChat answered errcode {errcode}: {}", errmsg.escape_debug())]
     Api {
         /// WeChat's errcode.
         errcode: i64,
@@ -244,7 +249,7 @@ impl WeChatClient {
                 if deadline.saturating_duration_since(tokio::time::Instant::now()) <= BUSY_BACKOFF {
                     return Err(WeChatError::Api { errcode, errmsg });
                 }
-                tracing::warn!("WeChat is busy (errcode -1), retrying once");
+                warn_limited!("WeChat is busy (errcode -1), retrying once");
                 tokio::time::sleep(BUSY_BACKOFF).await;
                 tokio::time::timeout_at(deadline, self.call_once(method, path, query, body))
                     .await
@@ -271,7 +276,8 @@ impl WeChatClient {
         let mut resp = req.send().await.map_err(|e| transport_error(e, cfg))?;
         let status = resp.status();
         if !status.is_success() {
-            tracing::warn!(%status, elapsed_ms = started.elapsed().as_millis() as u64, "WeChat answered a non-2xx status");
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            warn_limited!(%status, elapsed_ms, "WeChat answered a non-2xx status");
             return Err(WeChatError::Unreachable(format!("HTTP {status}")));
         }
         if resp.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
@@ -287,7 +293,12 @@ impl WeChatClient {
         // WeChat often labels JSON as text/plain: parse regardless of Content-Type.
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| WeChatError::BadResponse(format!("the answer is not JSON ({e})")))?;
-        let checked = check_errcode(value);
+        let checked = check_errcode(value).map_err(|e| match e {
+            WeChatError::Api { errcode, errmsg } => {
+                WeChatError::Api { errcode, errmsg: clean_errmsg(&errmsg, cfg) }
+            }
+            other => other,
+        });
         match &checked {
             Ok(_) => tracing::debug!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -295,11 +306,11 @@ impl WeChatClient {
             ),
             Err(WeChatError::Api { errcode, errmsg }) => tracing::info!(
                 errcode,
-                errmsg = %errmsg,
+                errmsg = %errmsg.escape_debug(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "WeChat answered an errcode"
             ),
-            Err(e) => tracing::warn!(error = %e, "WeChat answered something unexpected"),
+            Err(e) => warn_limited!(error = %e, "WeChat answered something unexpected"),
         }
         checked
     }
@@ -333,15 +344,33 @@ impl CodeExchanger for WeChatClient {
     }
 }
 
+/// WeChat's `errmsg` as it may travel on (to clients in `detail`, to logs):
+/// the AppSecret scrubbed out, control characters replaced, at most
+/// [`MAX_ERRMSG_CHARS`] characters. Logs still escape it.
+pub fn clean_errmsg(errmsg: &str, cfg: &WeChatConfig) -> String {
+    let secret = cfg.app_secret.expose_secret();
+    let scrubbed =
+        if secret.is_empty() { errmsg.to_owned() } else { errmsg.replace(secret, "[redacted]") };
+    let mut out: String = scrubbed
+        .chars()
+        .take(MAX_ERRMSG_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if scrubbed.chars().nth(MAX_ERRMSG_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Classifies a reqwest error, with the URL stripped.
 fn transport_error(err: reqwest::Error, cfg: &WeChatConfig) -> WeChatError {
     let err = err.without_url();
     if err.is_timeout() {
-        tracing::warn!("WeChat did not answer in time");
+        warn_limited!("WeChat did not answer in time");
         WeChatError::Timeout
     } else {
         let text = describe(&err, cfg);
-        tracing::warn!(error = %text, "WeChat could not be reached");
+        warn_limited!(error = %text, "WeChat could not be reached");
         WeChatError::Unreachable(text)
     }
 }
@@ -391,6 +420,19 @@ mod tests {
     fn non_object_or_bad_errcode_is_bad_response() {
         assert!(matches!(check_errcode(json!([1, 2])), Err(WeChatError::BadResponse(_))));
         assert!(matches!(check_errcode(json!({"errcode": "x"})), Err(WeChatError::BadResponse(_))));
+    }
+
+    #[test]
+    fn errmsg_loses_the_secret_control_characters_and_excess_length() {
+        let cfg = WeChatConfig::new("wxapp", "topsecret-value");
+        let msg = clean_errmsg("invalid appsecret topsecret-value\nFAKE log line\0", &cfg);
+        assert_eq!(msg, "invalid appsecret [redacted] FAKE log line ");
+        let long = clean_errmsg(&"x".repeat(10_000), &cfg);
+        assert_eq!(long.chars().count(), MAX_ERRMSG_CHARS + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(clean_errmsg("invalid code", &cfg), "invalid code");
+        let e = WeChatError::Api { errcode: 1, errmsg: "a\nb".into() };
+        assert!(!e.to_string().contains('\n'), "{e}");
     }
 
     #[test]

@@ -145,6 +145,15 @@ pub struct Faults {
     pub http_500: bool,
     /// The next N calls answer errcode -1 "system error" (decremented per call).
     pub busy: u32,
+    /// `jscode2session` only: consume the code first (mark it used), then
+    /// sleep this long before answering, as a slow upstream does. A client
+    /// that gives up meanwhile has lost the code.
+    pub answer_delay_ms: u64,
+    /// Answer this errcode with [`Faults::errmsg`] instead of the endpoint's
+    /// answer (0: off), e.g. to see what the gateway does with a hostile errmsg.
+    pub errcode: i64,
+    /// The errmsg sent with [`Faults::errcode`].
+    pub errmsg: String,
 }
 
 #[derive(Deserialize)]
@@ -537,14 +546,16 @@ impl FakeWeChat {
     /// Every WeChat endpoint calls this first (so new endpoints get counters
     /// and faults for free). The lock is released before sleeping.
     async fn enter(&self, endpoint: &str) -> FaultOutcome {
-        let (delay_ms, http_500, busy) = {
+        let (delay_ms, http_500, busy, forced) = {
             let mut inner = self.lock();
             *inner.calls.entry(endpoint.to_owned()).or_insert(0) += 1;
             let busy = inner.faults.busy > 0;
             if busy {
                 inner.faults.busy -= 1;
             }
-            (inner.faults.delay_ms, inner.faults.http_500, busy)
+            let forced = (inner.faults.errcode != 0)
+                .then(|| errcode(inner.faults.errcode, &inner.faults.errmsg));
+            (inner.faults.delay_ms, inner.faults.http_500, busy, forced)
         };
         if delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -561,6 +572,9 @@ impl FakeWeChat {
         }
         if busy {
             return FaultOutcome::Answer(wechat_json(errcode(-1, "system error")));
+        }
+        if let Some(answer) = forced {
+            return FaultOutcome::Answer(wechat_json(answer));
         }
         FaultOutcome::Proceed
     }
@@ -660,7 +674,12 @@ async fn jscode2session(State(fake): State<FakeWeChat>, RawQuery(query): RawQuer
     if let FaultOutcome::Answer(resp) = fake.enter(JSCODE2SESSION).await {
         return resp;
     }
-    wechat_json(fake.exchange(&query_params(query.as_deref())))
+    let answer = fake.exchange(&query_params(query.as_deref()));
+    let answer_delay_ms = fake.lock().faults.answer_delay_ms;
+    if answer_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(answer_delay_ms)).await;
+    }
+    wechat_json(answer)
 }
 
 async fn stable_token_http(State(fake): State<FakeWeChat>, body: Bytes) -> Response {

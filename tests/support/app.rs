@@ -221,6 +221,22 @@ impl TestApp {
     pub async fn logout(&self, token: &str) -> Answer {
         self.post("/applet/session/logout", &[("X-WX-Skey", token)], &Value::Null).await
     }
+
+    /// Send a raw HTTP/1.1 request `head` (request line and headers, without
+    /// the blank line) plus `body`, wait `linger`, then close the socket
+    /// without reading the answer: a client that went away mid-request.
+    pub async fn hang_up_after(&self, head: &str, body: &str, linger: Duration) {
+        use tokio::io::AsyncWriteExt;
+        let mut socket = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let request = format!(
+            "{head}\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        socket.write_all(request.as_bytes()).await.expect("send");
+        tokio::time::sleep(linger).await;
+        drop(socket);
+    }
 }
 
 /// A typical rawData for `openid`'s profile with a Chinese nickname.
