@@ -296,3 +296,63 @@ async fn an_oversized_header_block_is_refused_not_buffered() {
     s.write_all(head.as_bytes()).await.unwrap();
     assert_eq!(status_of(&read_response(&mut s, Duration::from_secs(5)).await), 200);
 }
+
+/// Read HTTP/2 frames for at most `limit`: `Some(true)` when an unacknowledged
+/// PING arrived, `Some(false)` when the server closed first, `None` if neither.
+async fn next_ping_or_close(s: &mut TcpStream, limit: Duration) -> Option<bool> {
+    let started = Instant::now();
+    let mut header = [0u8; 9];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, s.read_exact(&mut header)).await {
+            Err(_) => return None,
+            Ok(Err(_)) => return Some(false),
+            Ok(Ok(_)) => {}
+        }
+        let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0u8; len.min(1 << 20)];
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, s.read_exact(&mut payload)).await {
+            Err(_) => return None,
+            Ok(Err(_)) => return Some(false),
+            Ok(Ok(_)) => {}
+        }
+        // GOAWAY (7): the server gives up on the connection.
+        if header[3] == 7 {
+            return Some(false);
+        }
+        // PING (6) without the ACK flag (1).
+        if header[3] == 6 && header[4] & 1 == 0 {
+            return Some(true);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_h2_connection_is_pinged_and_closed_when_the_ping_goes_unanswered() {
+    let app = app_with(&[
+        ("server.header_read_timeout", json!("30s")),
+        ("server.idle_timeout", json!("30s")),
+        ("server.h2_keepalive_interval", json!("1s")),
+        ("server.h2_keepalive_timeout", json!("1s")),
+    ])
+    .await;
+    // HTTP/2 with prior knowledge: the preface and an empty SETTINGS frame,
+    // then silence (no SETTINGS ack, no PING ack).
+    let mut h2 = TcpStream::connect(app.addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        next_ping_or_close(&mut h2, Duration::from_secs(5)).await,
+        Some(true),
+        "a quiet h2 connection must get a keep-alive PING"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    // The PING goes unanswered: the connection is closed soon after, long
+    // before the 30 s idle and header timeouts.
+    let closed = next_ping_or_close(&mut h2, Duration::from_secs(6)).await;
+    assert!(matches!(closed, Some(false)), "an unanswered PING must close the connection");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+}
