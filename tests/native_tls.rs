@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use support::net::wait_closed;
+use tokio::io::AsyncWriteExt;
 
 use serde_json::json;
 use support::app::{AppOptions, spawn_app};
@@ -176,26 +177,6 @@ async fn tls_connect(
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     connector.connect(name, tcp).await.unwrap()
-}
-
-/// Read until the peer closes or `limit` passes: when it closed, and what it sent.
-async fn wait_closed<S: AsyncRead + Unpin>(
-    s: &mut S,
-    limit: Duration,
-) -> (Option<Duration>, String) {
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = limit.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, s.read(&mut buf)).await {
-            Err(_) => return (None, String::from_utf8_lossy(&seen).into_owned()),
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                return (Some(started.elapsed()), String::from_utf8_lossy(&seen).into_owned());
-            }
-            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
-        }
-    }
 }
 
 #[tokio::test]

@@ -4,35 +4,13 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use serde_json::json;
 use support::app::{APP_ID, APP_SECRET, AppOptions, encrypt_for, raw_data, sign, spawn_app};
 use weapp_gateway::wechat::Faults;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn logs_never_contain_secrets() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let captured = support::logs::capture_logs(tracing::Level::TRACE);
 
     let app = spawn_app(AppOptions::redis("no_secrets")).await;
     let mut secrets = vec![APP_SECRET.to_owned()];
@@ -80,7 +58,7 @@ async fn logs_never_contain_secrets() {
         secrets.extend([m.code.clone(), m.session_key.clone()]);
     }
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("request"), "the access log should have lines:\n{logs}");
     assert!(logs.contains("status=200") && logs.contains("status=504"), "{logs}");
     for secret in &secrets {

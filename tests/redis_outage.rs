@@ -169,29 +169,9 @@ async fn a_silent_server_times_out_instead_of_hanging() {
     every_op_is_unavailable(&store, "no-secret-here").await;
 }
 
-/// Collects every formatted log line of this test binary.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn an_outage_logs_one_warn_a_second_not_one_per_request() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let captured = support::logs::capture_logs(tracing::Level::WARN);
     let mut redis = RedisServer::start();
     let app = support::app::spawn_app(
         support::app::AppOptions::redis_at(redis.url(), "outage_log").with("redis.timeout", "1s"),
@@ -209,7 +189,7 @@ async fn an_outage_logs_one_warn_a_second_not_one_per_request() {
         }
     }
     let elapsed = started.elapsed();
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("session store failed")).collect();
     let allowed = elapsed.as_secs() as usize + 1;
     assert!(

@@ -9,33 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::app::{AppOptions, TestApp, spawn_app};
+use support::net::wait_closed;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weapp_gateway::wechat::Faults;
 
 /// A raw request for `/healthz` on a kept-alive connection.
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n";
-
-/// Read until the peer closes (EOF or reset) or `limit` passes. Returns when
-/// it closed (None: still open at `limit`) and everything read.
-async fn wait_closed<S: AsyncRead + Unpin>(
-    s: &mut S,
-    limit: Duration,
-) -> (Option<Duration>, String) {
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = limit.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, s.read(&mut buf)).await {
-            Err(_) => return (None, String::from_utf8_lossy(&seen).into_owned()),
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                return (Some(started.elapsed()), String::from_utf8_lossy(&seen).into_owned());
-            }
-            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
-        }
-    }
-}
 
 /// Read one HTTP/1.1 response with a Content-Length (bounded by `limit`).
 async fn read_response<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> String {
@@ -309,7 +289,8 @@ async fn next_ping_or_close(s: &mut TcpStream, limit: Duration) -> Option<bool> 
             Ok(Err(_)) => return Some(false),
             Ok(Ok(_)) => {}
         }
-        let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let len =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
         let mut payload = vec![0u8; len.min(1 << 20)];
         let left = limit.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, s.read_exact(&mut payload)).await {

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod logs;
 pub mod mongo;
+pub mod net;
 pub mod nginx;
 pub mod process;
 pub mod redis;
