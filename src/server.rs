@@ -237,6 +237,9 @@ async fn serve_connections(
     let limits = ConnLimits {
         header_read_timeout: server.header_read_timeout,
         idle_timeout: server.idle_timeout,
+        // The request itself is bounded by `request_timeout` (up to its
+        // response head); writing the answer gets `idle_timeout` more.
+        busy_timeout: server.request_timeout.saturating_add(server.idle_timeout),
     };
     let permits = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
     let (phase, _) = tokio::sync::watch::channel(Phase::Serving);
@@ -331,6 +334,11 @@ struct ConnLimits {
     header_read_timeout: Duration,
     /// After that, it may sit with nothing in flight for this long.
     idle_timeout: Duration,
+    /// Longest a connection may stay busy with nothing new happening (no
+    /// request starting or finishing): a client that never reads its answer
+    /// (an h1 socket it does not drain, an h2 window it keeps at zero) is
+    /// dropped after this instead of holding its connection for ever.
+    busy_timeout: Duration,
 }
 
 /// One accepted connection, before its IO is known (plain or TLS).
@@ -388,10 +396,10 @@ impl Conn {
                 closing = true;
             }
             let wait = match (busy, closing, served) {
-                (true, _, _) => None,
-                (false, true, _) => Some(CLOSE_LINGER),
-                (false, false, true) => Some(self.limits.idle_timeout),
-                (false, false, false) => Some(self.limits.header_read_timeout),
+                (true, _, _) => self.limits.busy_timeout,
+                (false, true, _) => CLOSE_LINGER,
+                (false, false, true) => self.limits.idle_timeout,
+                (false, false, false) => self.limits.header_read_timeout,
             };
             tokio::select! {
                 result = conn.as_mut() => {
@@ -402,7 +410,11 @@ impl Conn {
                 }
                 Ok(()) = activity.changed() => {}
                 Ok(()) = self.phase.changed() => {}
-                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                () = tokio::time::sleep(wait) => {
+                    if busy {
+                        tracing::debug!(%peer, "dropping a connection whose answer is not being read");
+                        return;
+                    }
                     if closing {
                         return;
                     }

@@ -337,3 +337,39 @@ async fn a_quiet_h2_connection_is_pinged_and_closed_when_the_ping_goes_unanswere
     assert!(matches!(closed, Some(false)), "an unanswered PING must close the connection");
     assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answer_is_dropped_after_the_request_bounds() {
+    let app = app_with(&[
+        ("server.header_read_timeout", json!("30s")),
+        ("server.idle_timeout", json!("1s")),
+        ("server.request_timeout", json!("1s")),
+        ("server.h2_keepalive_interval", json!("60s")),
+    ])
+    .await;
+    // HTTP/2 with prior knowledge and SETTINGS_INITIAL_WINDOW_SIZE = 0: the
+    // gateway can send the answer's head but never a byte of its body.
+    let mut h2 = TcpStream::connect(app.addr).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
+    // HEADERS on stream 1, END_STREAM | END_HEADERS: GET http://gw/healthz
+    // (HPACK: :method GET, :scheme http, literal :path, literal :authority).
+    let mut block = vec![0x82, 0x86, 0x44, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x41, 2]);
+    block.extend_from_slice(b"gw");
+    let len = u8::try_from(block.len()).unwrap();
+    hello.extend_from_slice(&[0, 0, len, 1, 5, 0, 0, 0, 1]);
+    hello.extend_from_slice(&block);
+    h2.write_all(&hello).await.unwrap();
+    // The connection must not be held for ever (before the fix it stayed
+    // busy, past every timeout, until the client gave up): it is dropped
+    // once request_timeout + idle_timeout pass with nothing happening.
+    let started = Instant::now();
+    let (closed, _) = wait_closed(&mut h2, Duration::from_secs(10)).await;
+    let closed = closed.expect("a client that never reads must not keep its connection");
+    assert!(closed >= Duration::from_millis(1500), "dropped too early: {closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    // Everyone else is still served.
+    assert_eq!(app.get("/healthz", &[]).await.status, 200);
+}
