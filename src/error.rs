@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::data::DataError;
-use crate::session::warn_limited;
 use crate::session::{SessionError, error_response};
+use crate::session::{error_limited, warn_limited};
 use crate::wechat::{DecryptError, WeChatError};
 
 /// Why a gateway handler failed.
@@ -59,12 +59,10 @@ pub enum AppError {
     /// The admin token is missing or wrong.
     #[error("this route needs the admin bearer token")]
     AdminUnauthorized,
-    /// Message-push signature mismatch.
+    /// Message-push signature mismatch, or a signed push whose `timestamp` is
+    /// too far from now (a replay): one answer for both.
     #[error("the WeChat signature does not match")]
     BadPushSignature,
-    /// A signed message push whose `timestamp` is too far from now (a replay).
-    #[error("the message push timestamp is more than {0} s away from the gateway's clock")]
-    StalePush(u64),
     /// A per-user or per-address limit is used up; retry after the delay.
     #[error("too many {what}; try again in {} s", retry_after.as_secs())]
     TooManyRequests {
@@ -104,7 +102,7 @@ impl AppError {
             Self::NotFound(_) => "ERR_NOT_FOUND",
             Self::ContentRisky => "ERR_CONTENT_RISKY",
             Self::AdminUnauthorized => "ERR_ADMIN_UNAUTHORIZED",
-            Self::BadPushSignature | Self::StalePush(_) => "ERR_BAD_SIGNATURE",
+            Self::BadPushSignature => "ERR_BAD_SIGNATURE",
             Self::TooManyRequests { .. } => "ERR_TOO_MANY_REQUESTS",
             Self::Storage(DataError::Full(_)) => "ERR_STORAGE_FULL",
             Self::Storage(_) => "ERR_STORAGE_UNAVAILABLE",
@@ -117,9 +115,7 @@ impl AppError {
         match self {
             Self::Session(e) => e.status(),
             Self::InvalidRequest(_) | Self::Decrypt(_) => StatusCode::BAD_REQUEST,
-            Self::NotAMember | Self::NotAuthor | Self::BadPushSignature | Self::StalePush(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::NotAMember | Self::NotAuthor | Self::BadPushSignature => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Storage(DataError::Full(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -194,7 +190,7 @@ impl IntoResponse for AppError {
             // One line a second per site: an outage fails every request.
             Self::Storage(e) => warn_limited!(error = %e, "data store failed"),
             Self::WeChat(e) => warn_limited!(error = %e, "WeChat API call failed"),
-            Self::AccessToken(e) => tracing::error!(
+            Self::AccessToken(e) => error_limited!(
                 error = %e,
                 "no usable WeChat access token (check wechat.app_id, the AppSecret and the \
                  API IP whitelist)"

@@ -38,7 +38,13 @@ fn verify(state: &AppState, q: &PushQuery) -> Result<(), AppError> {
     let skew = state.limits.message_max_clock_skew;
     let now = state.clock.now().timestamp();
     let fresh = q.timestamp.parse::<i64>().is_ok_and(|ts| now.abs_diff(ts) <= skew.as_secs());
-    if fresh { Ok(()) } else { Err(AppError::StalePush(skew.as_secs())) }
+    if !fresh {
+        // The same answer as a bad signature: a replayer learns nothing
+        // about whether the recorded signature was good.
+        tracing::debug!(max_clock_skew_s = skew.as_secs(), "message push refused: stale timestamp");
+        return Err(AppError::BadPushSignature);
+    }
+    Ok(())
 }
 
 /// `GET {base}/message/check`: answers the bare `echostr` when the signature matches.

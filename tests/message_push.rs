@@ -278,6 +278,13 @@ async fn a_signed_push_outside_the_clock_skew_is_refused_and_not_processed() {
         assert_eq!((a.status, a.text.as_str()), (200, "fresh"), "{ts}");
         assert_eq!(post(&app, &q, "{}").await.text, "success", "{ts}");
     }
+    // A wrong signature's answer: a stale good one must look exactly alike.
+    let now = NOW.to_string();
+    let wrong =
+        [("signature", "0".repeat(40)), ("timestamp", now.clone()), ("nonce", nonce.into())];
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bad_get = get(&app, &[wrong[0], wrong[1], wrong[2], ("echostr", "replayed")]).await;
+    let bad_post = post(&app, &wrong, "{\"MsgType\": \"text\"}").await;
     // Older, later, nonsense or not a number, though correctly signed: 403,
     // and neither the echostr nor `success` comes back.
     for ts in [
@@ -295,8 +302,10 @@ async fn a_signed_push_outside_the_clock_skew_is_refused_and_not_processed() {
         let a = get(&app, &[q[0], q[1], q[2], ("echostr", "replayed")]).await;
         a.assert_error(403, "ERR_BAD_SIGNATURE");
         assert!(!a.text.contains("replayed"), "{ts}: {}", a.text);
+        assert_eq!(a.text, bad_get.text, "{ts}: stale must answer like a wrong signature");
         let a = post(&app, &q, "{\"MsgType\": \"text\"}").await;
         a.assert_error(403, "ERR_BAD_SIGNATURE");
         assert!(!a.text.contains("success"), "{ts}: {}", a.text);
+        assert_eq!(a.text, bad_post.text, "{ts}: stale must answer like a wrong signature");
     }
 }
