@@ -197,7 +197,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     match state.sessions.store().ping().await {
         Ok(()) => Json(json!({"status": "ready", "data": data})).into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            crate::session::warn_limited!(error = %e, "readiness check failed");
             SessionError::StoreUnavailable.into_response()
         }
     }

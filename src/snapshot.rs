@@ -99,7 +99,7 @@ where
                 let (entries, key, what) = (self.entries.clone(), key.clone(), self.what);
                 tokio::spawn(async move {
                     if let Err(e) = Self::load_into(&entries, &generation, &key, &load).await {
-                        tracing::warn!(error = %e, what, "snapshot reload failed; serving the old one");
+                        crate::session::warn_limited!(error = %e, what, "snapshot reload failed; serving the old one");
                         if let Some(s) = entries.get(&key).await {
                             s.reloading.store(false, Ordering::Release);
                         }

@@ -189,6 +189,17 @@ macro_rules! warn_limited {
 }
 pub(crate) use warn_limited;
 
+/// [`warn_limited!`] at ERROR level: one line a second per call site.
+macro_rules! error_limited {
+    ($($field:tt)+) => {{
+        static BUDGET: $crate::session::WarnBudget = $crate::session::WarnBudget::new();
+        if let Some(suppressed) = BUDGET.admit() {
+            tracing::error!(suppressed, $($field)+);
+        }
+    }};
+}
+pub(crate) use error_limited;
+
 /// The time origin of every [`WarnBudget`].
 fn log_epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -25,7 +25,7 @@ mod login;
 pub mod store;
 
 pub use error::{ERROR_MAGIC, SessionError, error_response};
-pub(crate) use error::{WarnBudget, warn_limited};
+pub(crate) use error::{WarnBudget, error_limited, warn_limited};
 pub use exchange::{CodeExchanger, ExchangeError, Exchanged};
 pub use headers::{HEADER_CODE, HEADER_RAW_DATA, HEADER_SIGNATURE, HEADER_SKEY, signature_matches};
 pub use identity::{Dialect, UserTag, WxSession, require_login};

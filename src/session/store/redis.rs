@@ -246,7 +246,9 @@ impl RedisStore {
                     // Fail closed: the login failed, so its session must not
                     // linger unindexed (where no later login would revoke it).
                     if self.del("create", &session).await.is_err() {
-                        tracing::warn!("redis create: could not remove an uncommitted session");
+                        crate::session::warn_limited!(
+                            "redis create: could not remove an uncommitted session"
+                        );
                     }
                     return Err(e);
                 }
