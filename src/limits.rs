@@ -148,6 +148,10 @@ pub struct Limits {
     pub posts: Limiter<String>,
     /// Notice posts per user per day (counted from the store).
     pub posts_per_day: u32,
+    /// Notice posts per user per day on this instance, deleted ones
+    /// included (the store's count forgets a deleted notice, so a
+    /// post-then-delete loop would never reach `posts_per_day` there).
+    pub posts_daily: Limiter<String>,
     /// Notice edits per user per minute.
     pub edits: Limiter<String>,
     /// Notice edits per user per day (this instance).
@@ -173,6 +177,7 @@ impl Limits {
         Ok(Self {
             posts: Limiter::new(n.posts_per_minute, minute),
             posts_per_day: n.posts_per_day,
+            posts_daily: Limiter::new(n.posts_per_day, Period::Day(tz)),
             edits: Limiter::new(n.edits_per_minute, minute),
             edits_daily: Limiter::new(n.edits_per_day, Period::Day(tz)),
             admin_failures: Limiter::new(n.admin_failures_per_minute, minute),

@@ -966,6 +966,29 @@ async fn the_daily_post_quota_is_counted_in_the_store_and_resets_at_midnight() {
 }
 
 #[tokio::test]
+async fn deleting_notices_does_not_give_the_daily_post_quota_back() {
+    let app = spawn_app(
+        AppOptions::memory().with("notices.posts_per_minute", 100).with("notices.posts_per_day", 3),
+    )
+    .await;
+    let alice = app.user("o_alice_churn", "alice").await;
+    // Post and delete, again and again: the store never holds more than one.
+    for i in 0..3 {
+        let id = posted(&app, &alice, json!({"content": format!("c{i}")})).await;
+        let d = app.delete(&format!("/applet/notices/{id}"), &[alice.auth()]).await;
+        assert!(d.status < 300, "{:?}", d.body);
+    }
+    let (status, retry, body) =
+        send_raw(&app, "/applet/notices", &[alice.auth()], &json!({"content": "c3"})).await;
+    assert_eq!(status, 429, "a post-then-delete loop must still stop at the quota: {body}");
+    assert!(retry.is_some(), "{body}");
+    assert!(contents(&mine(&app, &alice, "").await).is_empty());
+    // Someone else still posts.
+    let bob = app.user("o_bob_churn", "bob").await;
+    posted(&app, &bob, json!({"content": "b"})).await;
+}
+
+#[tokio::test]
 async fn edits_are_limited_per_user_per_minute_and_per_day() {
     // Noon in Asia/Shanghai.
     let start = Utc.with_ymd_and_hms(2026, 11, 21, 4, 0, 0).unwrap();

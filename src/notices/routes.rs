@@ -127,7 +127,8 @@ async fn post_allowed(state: &AppState, openid: &str) -> Result<(), AppError> {
             retry_after: retry_after(end, now),
         });
     }
-    Ok(())
+    // Deleted notices still count here (the store's count forgets them).
+    spend(&state.limits.posts_daily, "notice posts today", openid, now)
 }
 
 /// `result`, after giving the caller's quota back (`refund`) when the store
