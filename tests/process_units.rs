@@ -369,6 +369,22 @@ fn every_variable_the_process_files_set_is_a_config_key_the_binary_accepts() {
             env.push((key.to_owned(), value.to_owned()));
         }
     }
+    // Token placeholders are refused as they stand (an operator who only
+    // uncomments them must not run with a publicly known token) ...
+    let placeholders: Vec<String> =
+        env.iter().filter(|(_, v)| v == "CHANGE-ME").map(|(k, _)| k.clone()).collect();
+    assert!(!placeholders.is_empty(), "the example no longer has token placeholders");
+    for key in &placeholders {
+        let only: Vec<(String, String)> =
+            env.iter().filter(|(k, v)| k == key || v != "CHANGE-ME").cloned().collect();
+        let (ok, text) = check_config(&only);
+        let name = key.trim_start_matches("WEAPP__").replace("__", ".").to_ascii_lowercase();
+        assert!(!ok && text.contains(&name), "{key}=CHANGE-ME was accepted:\n{text}");
+    }
+    // ... and accepted once replaced by a real random token.
+    for (_, value) in env.iter_mut().filter(|(_, v)| v == "CHANGE-ME") {
+        *value = "3f9a1c0e7b2d4865a0c1e9f7d3b5a2c4".to_owned();
+    }
     let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
     for secret in ["WEAPP__WECHAT__APP_SECRET", "WEAPP__REDIS__URL", "WEAPP__MONGODB__URI"] {
         assert!(keys.contains(&secret), "weapp-gateway.env.example does not document {secret}");
