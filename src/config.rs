@@ -387,7 +387,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(10),
             h2_keepalive_interval: Duration::from_secs(20),
             h2_keepalive_timeout: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
             max_body: 32 * 1024,
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(25),
