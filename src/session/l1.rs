@@ -76,7 +76,10 @@ impl L1 {
         // it (a load that raced a new login): never let it take over.
         let result = self.current.entry_by_ref(session.openid()).and_compute_with(|entry| {
             match entry.map(|e| e.into_value()) {
-                Some(c) if c.created_at > created_at && c.credential != credential => Op::Nop,
+                // `>=`: created_at is in whole seconds, so a login and the
+                // revoked session it raced can share one; refusing a tie
+                // only costs a cache miss, never a stale hit.
+                Some(c) if c.created_at >= created_at && c.credential != credential => Op::Nop,
                 _ => Op::Put(fresh),
             }
         });
@@ -170,5 +173,12 @@ mod tests {
             &session_at(SessionKind::Token, "tok-new", "o_1", 200),
         );
         assert!(l1.get(SessionKind::Token, "tok-new").is_some());
+        // The same race within one second (created_at is in whole seconds).
+        l1.replaced("o_2", SessionKind::Token, "tok-b", 300);
+        l1.put(SessionKind::Token, "tok-a", &session_at(SessionKind::Token, "tok-a", "o_2", 300));
+        assert!(l1.get(SessionKind::Token, "tok-a").is_none(), "a same-second race took over");
+        assert!(l1.get(SessionKind::Token, "tok-b").is_none(), "tok-b was never put");
+        l1.put(SessionKind::Token, "tok-b", &session_at(SessionKind::Token, "tok-b", "o_2", 300));
+        assert!(l1.get(SessionKind::Token, "tok-b").is_some());
     }
 }
