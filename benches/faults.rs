@@ -221,7 +221,8 @@ impl Load {
         let raw = raw_data(n as usize);
         let start = Instant::now();
         if n % 2 == 0 {
-            let answer = token_login(&self.http, &self.gw, &m.code, &raw, &m.session_key).send().await;
+            let answer =
+                token_login(&self.http, &self.gw, &m.code, &raw, &m.session_key).send().await;
             let (outcome, reason, body) = classify(answer, &openid, "/user/openId").await;
             self.record(start, Kind::Login, outcome, reason);
             let token = body.as_ref().and_then(|b| b.get("token")).and_then(Value::as_str);
@@ -243,7 +244,8 @@ impl Load {
                 self.login(n).await;
             } else {
                 // A fixed odd multiplier spreads consecutive requests over the users.
-                let u = &self.users[(n.wrapping_mul(2_654_435_761) % self.users.len() as u64) as usize];
+                let u =
+                    &self.users[(n.wrapping_mul(2_654_435_761) % self.users.len() as u64) as usize];
                 self.me(u.cred.0, &u.cred.1, &u.openid).await;
             }
         }
@@ -297,11 +299,7 @@ fn signal(pid: u32, sig: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("kill -{sig} {pid} failed")) }
 }
 
-async fn seed(
-    http: &reqwest::Client,
-    gw: &Gateway,
-    n: usize,
-) -> Result<Vec<User>, String> {
+async fn seed(http: &reqwest::Client, gw: &Gateway, n: usize) -> Result<Vec<User>, String> {
     let started = Instant::now();
     let users = stream::iter(0..n)
         .map(|i| async move {
@@ -608,7 +606,9 @@ fn main() -> ExitCode {
     // `cargo test --all-targets` builds and runs this binary too, without
     // `--bench`: it is not a test, so then it only says how to run it.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("faults: not a test; run it with `bash benches/faults.sh` (README: Faults under load)");
+        println!(
+            "faults: not a test; run it with `bash benches/faults.sh` (README: Faults under load)"
+        );
         return ExitCode::SUCCESS;
     }
     let settings = match (|| {

@@ -4,6 +4,10 @@
 #
 #   bash fuzz/run.sh [seconds-per-target] [target...]   (default 60 s, all targets)
 #
+# FUZZ_DEV=1 builds without optimisations (`cargo fuzz build --dev`): a
+# build several times faster, executions several times slower; what the
+# smoke run in tests/run.sh uses.
+#
 # cargo-fuzz needs nightly-only compiler flags; there is only a stable
 # toolchain here, so RUSTC_BOOTSTRAP=1 unlocks them on stable (for this build
 # only). Installs cargo-fuzz (`cargo install cargo-fuzz --locked`) if missing.
@@ -36,14 +40,20 @@ triple="$(rustc -vV | sed -n 's/^host: //p')"
 # gateway's uninstrumented build.
 target_dir="${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/fuzz}"
 target_dir="${target_dir:-$here/target}"
-echo "fuzz/run.sh: building ${targets[*]} (release, sanitizer none, debug assertions)"
-cargo fuzz build --sanitizer none --target-dir "$target_dir"
+profile=release
+build_flags=(--sanitizer none --target-dir "$target_dir")
+if [ "${FUZZ_DEV:-}" = 1 ]; then
+  profile=debug
+  build_flags+=(--dev)
+fi
+echo "fuzz/run.sh: building the targets ($profile, sanitizer none, debug assertions)"
+cargo fuzz build "${build_flags[@]}"
 
 mkdir -p logs
 rows=()
 failed=0
 for t in "${targets[@]}"; do
-  bin="$target_dir/$triple/release/$t"
+  bin="$target_dir/$triple/$profile/$t"
   mkdir -p "corpus/$t" "artifacts/$t"
   rm -f "artifacts/$t"/crash-* "artifacts/$t"/oom-* "artifacts/$t"/timeout-*
   echo "fuzz/run.sh: $t for ${secs} s"
@@ -69,7 +79,7 @@ for t in "${targets[@]}"; do
 done
 
 echo
-echo "fuzz results, $(date -u '+%Y-%m-%d %H:%M UTC'), ${secs} s per target, $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)"
+echo "fuzz results, $(date -u '+%Y-%m-%d %H:%M UTC'), $profile build, ${secs} s per target, $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)"
 echo
 echo "| target     |    executions |    exec/s | crashes | corpus size |"
 echo "|------------|--------------:|----------:|--------:|------------:|"

@@ -66,7 +66,6 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-
 pub fn free_port() -> Result<u16, String> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
@@ -264,7 +263,6 @@ pub fn gateway_env(redis_port: u16, extra: &[(&str, &str)]) -> Vec<(String, Stri
     env
 }
 
-
 pub fn raw_data(i: usize) -> String {
     json!({
         "nickName": format!("用户{i}"),
@@ -298,7 +296,6 @@ pub async fn mint(http: &reqwest::Client, gw: &Gateway, openid: &str) -> Result<
     }
 }
 
-
 /// The compat first request (code + rawData + signature) on `/applet/session/me`.
 pub fn compat_first(
     http: &reqwest::Client,
@@ -326,4 +323,3 @@ pub fn token_login(
         "signature": sign(raw, key),
     }))
 }
-

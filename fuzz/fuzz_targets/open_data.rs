@@ -28,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
     // 1. Four texts separated by NUL.
     if let Ok(s) = std::str::from_utf8(data) {
         let mut parts = s.splitn(4, '\0');
-        let (key, enc, iv) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (key, enc, iv) =
+            (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let appid = parts.next().unwrap_or(APPID);
         if let Ok(v) = decrypt_open_data(key, enc, iv, appid) {
             check(&v, appid);

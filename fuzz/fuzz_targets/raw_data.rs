@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         if parsed.is_ok() {
             let sig = signature.map(str::trim).unwrap_or_default();
             assert!(signature_shape_ok(sig), "{sig:?}");
-            assert!(matches!(serde_json::from_str::<Value>(text), Ok(Value::Object(_))), "{text:?}");
+            assert!(
+                matches!(serde_json::from_str::<Value>(text), Ok(Value::Object(_))),
+                "{text:?}"
+            );
         }
         assert!(parse_signed(text, None).is_err());
     }
