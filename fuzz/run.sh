@@ -4,6 +4,9 @@
 #
 #   bash fuzz/run.sh [seconds-per-target] [target...]   (default 60 s, all targets)
 #
+# FUZZ_RUNS=N also stops each target after N executions (whichever comes
+# first), e.g. `FUZZ_RUNS=10000000 bash fuzz/run.sh 1800`.
+#
 # FUZZ_DEV=1 builds without optimisations (`cargo fuzz build --dev`): a
 # build several times faster, executions several times slower; what the
 # smoke run in tests/run.sh uses.
@@ -62,7 +65,7 @@ for t in "${targets[@]}"; do
   # writes its output to fuzz-0.log in the working directory: run it in logs/.
   (cd logs && rm -f fuzz-0.log && "$bin" "../corpus/$t" "../seeds/$t" \
     -max_total_time="$secs" -jobs=1 -workers=1 -print_final_stats=1 \
-    -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -max_len=1024 -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="../artifacts/$t/" >/dev/null 2>&1) || status=$?
   mv -f logs/fuzz-0.log "logs/$t.log" 2>/dev/null || true
   log="logs/$t.log"
@@ -79,7 +82,7 @@ for t in "${targets[@]}"; do
 done
 
 echo
-echo "fuzz results, $(date -u '+%Y-%m-%d %H:%M UTC'), $profile build, ${secs} s per target, $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)"
+echo "fuzz results, $(date -u '+%Y-%m-%d %H:%M UTC'), $profile build, ${secs} s per target${FUZZ_RUNS:+ (at most $FUZZ_RUNS executions)}, $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)"
 echo
 echo "| target     |    executions |    exec/s | crashes | corpus size |"
 echo "|------------|--------------:|----------:|--------:|------------:|"
