@@ -220,7 +220,7 @@ impl Load {
         };
         let raw = raw_data(n as usize);
         let start = Instant::now();
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             let answer =
                 token_login(&self.http, &self.gw, &m.code, &raw, &m.session_key).send().await;
             let (outcome, reason, body) = classify(answer, &openid, "/user/openId").await;
@@ -240,7 +240,7 @@ impl Load {
     async fn run_task(self: Arc<Self>) {
         while !self.stop.load(Ordering::Relaxed) {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
-            if n % self.login_every == 0 {
+            if n.is_multiple_of(self.login_every) {
                 self.login(n).await;
             } else {
                 // A fixed odd multiplier spreads consecutive requests over the users.
@@ -506,7 +506,7 @@ fn report(phases: &[Phase], samples: &[Sample], load_end: Duration) -> (String, 
                 reasons.push((key, 1));
             }
         }
-        reasons.sort_by(|a, b| b.1.cmp(&a.1));
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
         let worst_of = |kind: Kind| {
             let of_kind = window.iter().filter(|s| s.kind == kind);
             let worst = of_kind.clone().max_by_key(|s| s.took);
