@@ -435,7 +435,7 @@ async fn faults(
     Ok(phases)
 }
 
-/// One row per phase, over the requests sent from its start to the next one's.
+/// One row per phase, over the requests answered from its start to the next one's.
 fn report(phases: &[Phase], samples: &[Sample], load_end: Duration) -> (String, bool) {
     let mut table = String::from(
         "| fault | requests | answered | correct 200 | envelopes | worst latency (bound) | \
@@ -446,8 +446,12 @@ fn report(phases: &[Phase], samples: &[Sample], load_end: Duration) -> (String, 
     let mut all_ok = true;
     for (i, p) in phases.iter().enumerate() {
         let until = phases.get(i + 1).map_or(load_end, |n| n.start);
-        let window: Vec<&Sample> =
-            samples.iter().filter(|s| s.start >= p.start && s.start < until).collect();
+        // By completion: a request sent just before the next fault but
+        // answered during it was that fault's to bear.
+        let window: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.start + s.took >= p.start && s.start + s.took < until)
+            .collect();
         let count = |o: Outcome| window.iter().filter(|s| s.outcome == o).count();
         let answered = window
             .iter()
