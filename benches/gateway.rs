@@ -19,16 +19,10 @@
 //! `target/bench/results.json`, and a chart `target/bench/throughput.png`.
 //! Knobs (environment): see [`Settings::from_env`] and the README's "Benchmarks".
 
-#[allow(dead_code)]
-#[path = "../tests/support/process.rs"]
-mod process;
-#[path = "../tests/support/wx.rs"]
-mod wx;
+mod common;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -37,26 +31,11 @@ use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use process::{Guarded, spawn_guarded};
-use wx::{encode_uri_component, sign};
+use common::process::{self, spawn_guarded};
+use common::*;
 
-/// The gateway binary cargo built for this bench (release profile).
-const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_weapp-gateway");
-/// The package root (config files, wrk scripts, `target/`).
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-/// `tracing` filter for the gateway: warnings only, plus the one info line
-/// of the binary itself (`weapp-gateway listening addr=…`, target
-/// `weapp_gateway`) that tells the bench its port. Every library target
-/// (`weapp_gateway::…`, including the access log `weapp_gateway::access`)
-/// stays at warn: the per-request log line is an I/O cost this bench does not
-/// measure.
-const GATEWAY_LOG_FILTER: &str = "warn,weapp_gateway=info,weapp_gateway::=warn";
-/// The line the gateway logs once it listens.
-const LISTENING_LINE: &str = "weapp-gateway listening";
 /// What SecantusDB (both builds) prints once it accepts connections.
 const MONGO_LISTENING: &str = "listening on 127.0.0.1:";
-/// Redis key prefix of every gateway instance: they share the sessions.
-const REDIS_PREFIX: &str = "bench:";
 /// The PK group everyone in the ranking scenario belongs to.
 const PK_GROUP: &str = "bench-group-10k";
 /// MongoDB database of the data scenarios (the server is fresh per run).
@@ -259,31 +238,6 @@ struct Machine {
     mongo_server: String,
 }
 
-fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default()
-}
-
-fn command_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| {
-            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&o.stderr));
-            text.lines().next().unwrap_or("").trim().to_owned()
-        })
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    info.lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// (busy, total) jiffies of the whole machine from `/proc/stat`.
 fn machine_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -316,94 +270,6 @@ fn clock_ticks_per_second() -> f64 {
 
 // ---------------------------------------------------------------------------
 // Processes
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot bind a loopback port: {e}"))
-}
-
-fn scratch_dir(prefix: &str) -> Result<PathBuf, String> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map(|d| d.keep())
-        .map_err(|e| format!("cannot create a temp dir: {e}"))
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A supervised server and what the bench knows about it.
-struct Server {
-    process: Option<Guarded>,
-    pid: u32,
-    log: PathBuf,
-}
-
-impl Server {
-    fn stop(&mut self, grace: Duration) {
-        if let Some(p) = self.process.take() {
-            p.stop(grace, false);
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(p) = self.process.take() {
-            p.kill(false);
-        }
-    }
-}
-
-fn redis_answers_ping(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-/// `redis-server` on a free loopback port, nothing persisted.
-fn start_redis() -> Result<(Server, u16), String> {
-    let mut last = String::new();
-    for _ in 0..3 {
-        let port = free_port()?;
-        let dir = scratch_dir("weapp-bench-redis-")?;
-        let log = dir.join("redis.log");
-        let args: Vec<OsString> = vec![
-            "--port".into(),
-            port.to_string().into(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--save".into(),
-            "".into(),
-            "--appendonly".into(),
-            "no".into(),
-            "--dir".into(),
-            dir.clone().into_os_string(),
-        ];
-        let process = spawn_guarded("redis-server", args, &log, Some(&dir))?;
-        let pid = process.pid();
-        let server = Server { process: Some(process), pid, log };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && process::alive(pid) {
-            if redis_answers_ping(port) {
-                return Ok((server, port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        last = tail(&server.log, 20);
-    }
-    Err(format!("redis-server did not answer PING; last log:\n{last}"))
-}
 
 /// Which MongoDB-wire server the data scenarios use.
 #[derive(Clone, Debug)]
@@ -492,141 +358,8 @@ fn start_mongo(kind: &MongoKind) -> Result<(Server, String), String> {
     Err(format!("the MongoDB-wire server did not listen; log:\n{}", tail(&server.log, 30)))
 }
 
-/// A running gateway instance.
-struct Gateway {
-    name: &'static str,
-    base: String,
-    server: Server,
-}
-
-fn parse_listening(log: &Path) -> Option<SocketAddr> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let line = text.lines().find(|l| l.contains(LISTENING_LINE))?;
-    let (_, rest) = line.split_once("addr=")?;
-    rest.split_whitespace().next()?.trim_matches('"').parse().ok()
-}
-
-/// Start the gateway binary (dev config, fake WeChat embedded) with `env`
-/// on top of the bench's defaults, and wait until `/readyz` answers 200.
-async fn start_gateway(
-    name: &'static str,
-    env: &[(String, String)],
-    http: &reqwest::Client,
-) -> Result<Gateway, String> {
-    let dir = scratch_dir(&format!("weapp-bench-gw-{name}-"))?;
-    let log = dir.join("gateway.log");
-    let mut args: Vec<OsString> = Vec::new();
-    // The caller's own WEAPP_* settings must not leak into the measured setup.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("WEAPP_") {
-            args.push("-u".into());
-            args.push(key);
-        }
-    }
-    for (k, v) in env {
-        args.push(format!("{k}={v}").into());
-    }
-    args.push(GATEWAY_BIN.into());
-    args.push("serve".into());
-    args.push("--config".into());
-    args.push(Path::new(ROOT).join("config/default.toml").into_os_string());
-    let process = spawn_guarded("env", args, &log, Some(&dir))?;
-    let pid = process.pid();
-    let server = Server { process: Some(process), pid, log };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        if let Some(addr) = parse_listening(&server.log) {
-            break addr;
-        }
-        if !process::alive(pid) || Instant::now() >= deadline {
-            return Err(format!(
-                "gateway `{name}` did not start; its log:\n{}",
-                tail(&server.log, 30)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let base = format!("http://{addr}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .map_err(|e| e.to_string());
-        if status == Ok(200) {
-            return Ok(Gateway { name, base, server });
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "gateway `{name}` is not ready ({status:?}); its log:\n{}",
-                tail(&server.log, 30)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn gateway_env(redis_port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = [
-        ("RUST_LOG", GATEWAY_LOG_FILTER.to_owned()),
-        ("WEAPP__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
-        ("WEAPP__WECHAT__FAKE", "true".to_owned()),
-        ("WEAPP__SESSION__STORE", "redis".to_owned()),
-        ("WEAPP__REDIS__URL", format!("redis://127.0.0.1:{redis_port}/0")),
-        ("WEAPP__REDIS__PREFIX", REDIS_PREFIX.to_owned()),
-        // `session.login_rate_limit` is an Option that an environment
-        // variable cannot unset: make it too large to ever bite.
-        ("WEAPP__SESSION__LOGIN_RATE_LIMIT__PER_MINUTE", "4000000000".to_owned()),
-        ("WEAPP__SESSION__LOGIN_RATE_LIMIT__BURST", "4000000000".to_owned()),
-        // Seeding and the login scenario start thousands of exchanges a
-        // second against the embedded fake: lift the instance-wide budget.
-        ("WEAPP__SESSION__EXCHANGES_PER_SECOND", "1000000".to_owned()),
-        ("WEAPP__SESSION__EXCHANGES_BURST", "1000000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    env
-}
-
 // ---------------------------------------------------------------------------
 // HTTP client side (seeding, probes, the non-wrk scenarios)
-
-fn raw_data(i: usize) -> String {
-    json!({
-        "nickName": format!("用户{i}"),
-        "gender": 1,
-        "language": "zh_CN",
-        "city": "Guangzhou",
-        "province": "Guangdong",
-        "country": "China",
-        "avatarUrl": format!("https://thirdwx.qlogo.cn/mmopen/vi_32/{i}/132"),
-    })
-    .to_string()
-}
-
-struct Minted {
-    code: String,
-    session_key: String,
-}
-
-async fn mint(http: &reqwest::Client, gw: &Gateway, openid: &str) -> Result<Minted, String> {
-    let r = http
-        .post(format!("{}/__wechat/dev/codes", gw.base))
-        .json(&json!({ "openid": openid }))
-        .send()
-        .await
-        .map_err(|e| format!("mint: {e}"))?;
-    let v: Value = r.json().await.map_err(|e| format!("mint: {e}"))?;
-    let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    match (field("code"), field("session_key")) {
-        (Some(code), Some(session_key)) => Ok(Minted { code, session_key }),
-        _ => Err(format!("mint: unexpected answer {v}")),
-    }
-}
 
 async fn jscode2session_calls(http: &reqwest::Client, gw: &Gateway) -> Result<u64, String> {
     let v: Value = http
@@ -638,34 +371,6 @@ async fn jscode2session_calls(http: &reqwest::Client, gw: &Gateway) -> Result<u6
         .await
         .map_err(|e| format!("stats: {e}"))?;
     v.get("jscode2session_calls").and_then(Value::as_u64).ok_or_else(|| format!("stats: {v}"))
-}
-
-/// The compat first request (code + rawData + signature) on `/applet/session/me`.
-fn compat_first(
-    http: &reqwest::Client,
-    gw: &Gateway,
-    code: &str,
-    raw: &str,
-    key: &str,
-) -> reqwest::RequestBuilder {
-    http.get(format!("{}/applet/session/me", gw.base))
-        .header("X-WX-Code", code)
-        .header("X-WX-RawData", encode_uri_component(raw))
-        .header("X-WX-Signature", sign(raw, key))
-}
-
-fn token_login(
-    http: &reqwest::Client,
-    gw: &Gateway,
-    code: &str,
-    raw: &str,
-    key: &str,
-) -> reqwest::RequestBuilder {
-    http.post(format!("{}/applet/session/login", gw.base)).json(&json!({
-        "code": code,
-        "rawData": raw,
-        "signature": sign(raw, key),
-    }))
 }
 
 /// Run `f(i)` for `i in 0..n` with bounded concurrency and an overall

@@ -94,4 +94,14 @@ fi
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
 cargo test --locked --all-targets
 cargo test --locked --doc
+
+# --- fuzz smoke run --------------------------------------------------------
+# Every fuzz target (fuzz/, its own workspace) for a short run: they build
+# and nothing crashes in the first seconds. The long runs are
+# `bash fuzz/run.sh [seconds-per-target]` (README, "Fuzzing").
+if [ "${WEAPP_SKIP_FUZZ:-}" = 1 ]; then
+  echo "tests/run.sh: WEAPP_SKIP_FUZZ=1: the fuzz smoke run is SKIPPED"
+else
+  FUZZ_DEV=1 bash fuzz/run.sh "${WEAPP_FUZZ_SECONDS:-20}"
+fi
 echo "tests/run.sh: all tests passed"

@@ -181,7 +181,7 @@ impl From<LoginError> for SessionError {
 }
 
 /// A rawData value whose signature still has to be checked.
-struct SignedRawData {
+pub(crate) struct SignedRawData {
     text: String,
     object: Map<String, Value>,
     signature: String,
@@ -687,7 +687,10 @@ fn decode_raw_header(raw: &str) -> Result<String, SessionError> {
 
 /// Check the signature's shape and parse rawData into an object, before any
 /// code is spent.
-fn parse_signed(text: String, signature: Option<&str>) -> Result<SignedRawData, SessionError> {
+pub(crate) fn parse_signed(
+    text: String,
+    signature: Option<&str>,
+) -> Result<SignedRawData, SessionError> {
     let signature = signature.map(str::trim).filter(|s| !s.is_empty());
     let Some(signature) = signature else {
         return Err(SessionError::UntrustedRawData("missing"));

@@ -17,6 +17,8 @@
 
 mod error;
 mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod identity;
 mod l1;
