@@ -13,7 +13,7 @@
 #
 # cargo-fuzz needs nightly-only compiler flags; there is only a stable
 # toolchain here, so RUSTC_BOOTSTRAP=1 unlocks them on stable (for this build
-# only). Installs cargo-fuzz (`cargo install cargo-fuzz --locked`) if missing.
+# only). Installs cargo-fuzz 0.13.2 (`cargo install --locked`) if missing.
 # Sanitizer: none. The gateway is `#![forbid(unsafe_code)]`; what the targets
 # hunt are panics (indexing, overflow: cargo-fuzz builds with debug
 # assertions) and broken properties, and without ASan both the build and
@@ -34,8 +34,8 @@ targets=("$@")
 
 export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "fuzz/run.sh: installing cargo-fuzz (cargo install cargo-fuzz --locked)"
-  cargo install cargo-fuzz --locked
+  echo "fuzz/run.sh: installing cargo-fuzz 0.13.2 (cargo install cargo-fuzz --locked)"
+  cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 # The fuzz workspace has its own target dir (fuzz/target, or
