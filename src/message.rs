@@ -1,5 +1,5 @@
 //! WeChat message push: the server-URL check and pushed messages
-//! (PROTOCOL.md §4).
+//! (docs/protocol.md §6).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};

@@ -1,5 +1,5 @@
 //! Open data: the user's encrypted data decrypted with the server-held
-//! session_key (PROTOCOL.md §3), and the phone number both ways.
+//! session_key (docs/protocol.md §5), and the phone number both ways.
 //!
 //! # No padding oracle
 //!

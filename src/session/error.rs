@@ -14,7 +14,7 @@ use super::exchange::ExchangeError;
 /// The key whose value `1` tells the `weapp-session-client` a body is an error.
 pub const ERROR_MAGIC: &str = "F2C224D4-2BCE-4C64-AF9F-A6D872000D1A";
 
-/// Build an error response in the session error envelope (PROTOCOL.md §1).
+/// Build an error response in the session error envelope (docs/protocol.md §3).
 ///
 /// Every error the gateway answers goes through here: the layer's, the
 /// handlers' and the fallback's.

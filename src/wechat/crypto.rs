@@ -1,4 +1,4 @@
-//! WeChat open-data decryption and message-push signatures (PROTOCOL §3, §4).
+//! WeChat open-data decryption and message-push signatures (docs/protocol.md §5, §6).
 //!
 //! Nothing here panics on any input, and no error text carries key, IV or
 //! data bytes: a [`DecryptError`] only names what was wrong.
