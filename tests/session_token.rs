@@ -116,21 +116,37 @@ async fn sliding_idle_expiry() {
 
 #[tokio::test]
 async fn absolute_lifetime_caps_sliding() {
+    // Lifetimes are kept in whole seconds, so a 4 s cap ends somewhere in
+    // (3 s, 5 s] after the login. Every sample is timed from the moment it was
+    // sent (the server saw it no earlier), so a loaded machine that delays
+    // requests cannot make the test pass or fail by itself.
     let app = spawn_app(
         AppOptions::redis("token_absolute")
             .with("session.token_idle_ttl", "2s")
-            .with("session.token_max_lifetime", "3s"),
+            .with("session.token_max_lifetime", "4s"),
     )
     .await;
+    let started = std::time::Instant::now();
     let token = login(&app, "o_xena").await;
-    let mut alive_until = 0;
-    for second in 1..=5 {
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-        if app.token_me(&token).await.status == 200 {
-            alive_until = second;
-        }
+    let mut samples = Vec::new();
+    while started.elapsed() < Duration::from_millis(6_500) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let sent = started.elapsed();
+        let alive = app.token_me(&token).await.status == 200;
+        samples.push((sent, alive));
     }
-    assert!((2..=3).contains(&alive_until), "alive until {alive_until}s");
+    // Sliding works: used more than the 2 s idle TTL after login and still alive.
+    assert!(
+        samples.iter().any(|&(t, alive)| alive && t >= Duration::from_millis(2_400)),
+        "never alive past the idle TTL: {samples:?}"
+    );
+    // The cap holds: nothing sent after 5 s (cap + 1 s of rounding) is served,
+    // although the token was used every 250 ms.
+    assert!(
+        samples.iter().all(|&(t, alive)| !alive || t <= Duration::from_millis(5_000)),
+        "served past the absolute lifetime: {samples:?}"
+    );
+    assert!(samples.iter().any(|&(t, _)| t > Duration::from_millis(5_500)), "{samples:?}");
 }
 
 #[tokio::test]
