@@ -2,10 +2,8 @@
 //!
 //! Run: `cargo run --example mount_layer` (starts its own fake WeChat on loopback).
 
-use std::sync::Arc;
-
 use axum::{Router, routing::get};
-use weapp_gateway::session::{MemoryStore, SessionConfig, WxSession, WxSessionLayer, WxSessions};
+use weapp_gateway::session::{MemoryStore, WxSession, WxSessionLayer, token_routes};
 use weapp_gateway::wechat::{FakeWeChat, WeChatClient, WeChatConfig};
 
 #[tokio::main]
@@ -16,9 +14,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     wechat.api_base = format!("http://{fake_addr}");
 
     // --- the setup a backend team writes (≤15 lines) ---
-    let store = Arc::new(MemoryStore::new(100_000)); // or RedisStore for many instances
-    let sessions =
-        WxSessions::new(store, Arc::new(WeChatClient::new(wechat)?), SessionConfig::default());
+    let store = MemoryStore::new(100_000); // or RedisStore for many instances
+    let layer = WxSessionLayer::builder(store, WeChatClient::new(wechat)?).build();
     let app = Router::new()
         .route(
             "/applet/hello",
@@ -30,7 +27,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!("{:?}", user.map(|u| u.openid().to_owned()))
             }),
         )
-        .layer(WxSessionLayer::new(Arc::new(sessions)));
+        .layer(layer.clone())
+        .merge(token_routes(
+            layer.engine().clone(),
+            "/applet/session/login",
+            "/applet/session/logout",
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!(
         "listening on http://{}/applet/hello (fake WeChat at {fake_addr})",

@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use tower_http::timeout::RequestBodyDeadlineLayer;
 
@@ -25,7 +25,8 @@ use crate::error::AppError;
 use crate::notices::{NoticeStore, routes as notices};
 use crate::pk::{PkStore, routes as pk};
 use crate::session::{
-    ClientIp, SessionError, UserTag, WxSession, WxSessionLayer, WxSessions, error_response,
+    ClientIp, SessionEngine, SessionError, UserTag, WxSession, WxSessionLayer, client_ip,
+    error_response, token_routes,
 };
 use crate::wechat::{AccessTokens, FakeWeChat};
 use crate::{message, open_data};
@@ -56,7 +57,7 @@ impl std::ops::Deref for AppState {
 /// The contents of [`AppState`].
 pub struct Shared {
     /// The session engine (also behind the layer).
-    pub sessions: Arc<WxSessions>,
+    pub sessions: Arc<SessionEngine>,
     /// The shared access token and the WeChat calls that need it.
     pub tokens: AccessTokens,
     /// The mini-program's AppID (the open-data watermark must match it).
@@ -91,18 +92,24 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The gateway's router: session routes under `server.base_path`, health
-/// checks, the fake WeChat (when given) under [`FAKE_WECHAT_PATH`], all behind
-/// the session layer, `server.max_body`, `server.body_timeout`,
-/// `server.request_timeout` and the access log.
-pub fn router(state: AppState, server: &ServerConfig, fake: Option<FakeWeChat>) -> Router {
+/// The gateway's router: the user routes under `server.base_path` behind the
+/// session `layer`; the token login and logout, health checks, the admin
+/// routes and the fake WeChat (when given, under [`FAKE_WECHAT_PATH`]) beside
+/// it, outside the layer; all of it behind `server.max_body`,
+/// `server.body_timeout`, `server.request_timeout` and the access log.
+pub fn router(
+    state: AppState,
+    layer: WxSessionLayer,
+    server: &ServerConfig,
+    fake: Option<FakeWeChat>,
+) -> Router {
     let base_path = server.base_path.as_str();
-    let layer = WxSessionLayer::new(state.sessions.clone());
+    let engine = layer.engine().clone();
     let trusted = state.trusted_proxies.clone();
     // Full paths rather than `nest(base_path, …)`: nesting costs every
     // request a URI rewrite and a second routing pass.
     let at = |path: &str| format!("{base_path}{path}");
-    let mut app = Router::new()
+    let users = Router::new()
         .route(&at("/session/me"), get(me))
         .route(&at("/open-data/decrypt"), post(open_data::decrypt))
         .route(&at("/open-data/phone"), post(open_data::phone))
@@ -113,18 +120,26 @@ pub fn router(state: AppState, server: &ServerConfig, fake: Option<FakeWeChat>) 
         .route(&at("/notices/mine"), get(notices::mine))
         .route(&at("/notices/{id}"), patch(notices::update).delete(notices::delete))
         .route(&at("/message/check"), get(message::check).post(message::push))
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
+        .with_state(state.clone())
+        .layer(layer);
+    // Outside the session layer: a login may still carry an old token, the
+    // admin routes carry their own bearer token, probes carry nothing.
+    let outside = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/admin/notices/{id}/ban", post(notices::ban))
         .route("/admin/notices/{id}/unban", post(notices::unban))
-        .fallback(not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)
         .with_state(state);
+    let mut app = users
+        .merge(token_routes(engine, &at("/session/login"), &at("/session/logout")))
+        .merge(outside)
+        .fallback(not_found);
     if let Some(fake) = fake {
         app = app.nest(FAKE_WECHAT_PATH, fake.router());
     }
-    app.layer(layer)
-        .layer(DefaultBodyLimit::max(server.max_body))
+    app.layer(DefaultBodyLimit::max(server.max_body))
         .layer(catch_panic())
         .layer(middleware::from_fn_with_state(server.request_timeout, request_timeout))
         .layer(RequestBodyDeadlineLayer::new(server.body_timeout))
@@ -164,6 +179,7 @@ fn panic_response(payload: PanicPayload) -> Response {
         "internal error; the gateway logged it",
         json!({}),
     )
+    .into_response()
 }
 
 /// `GET {base}/session/me`: the current user's info, the stored JSON as is.
@@ -205,39 +221,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", "no such route", json!({}))
-}
-
-/// The client's address: the socket peer, or — only when the peer is a
-/// trusted proxy — the right-most `X-Forwarded-For` entry that is not itself
-/// a trusted proxy (entries further left are client-controlled).
-///
-/// Addresses are compared and returned canonicalised
-/// ([`IpAddr::to_canonical`]): on a dual-stack listener (`[::]:port`) an IPv4
-/// peer arrives as `::ffff:127.0.0.1`, which must match a trusted
-/// `127.0.0.1` and share its rate-limit bucket.
-pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.to_canonical() == ip);
-    let peer = peer?.to_canonical();
-    if !is_trusted(peer) {
-        return Some(peer);
-    }
-    let mut client = peer;
-    for value in headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(text) = value.to_str() else { return Some(client) };
-        for hop in text.rsplit(',') {
-            match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
-                Ok(ip) if is_trusted(ip) => client = ip,
-                Ok(ip) => return Some(ip),
-                Err(_) => return Some(client),
-            }
-        }
-    }
-    Some(client)
+        .into_response()
 }
 
 /// One log line per request: method, path (never the query), status,
 /// latency, client address and a hashed user tag. Never codes, tokens or
-/// keys. Also establishes the [`ClientIp`] the session layer rate-limits by.
+/// keys. Also establishes the [`ClientIp`] the session layer rate-limits by
+/// (the library's [`client_ip`] rule: trusted proxies, right-most hop).
 async fn access_log(
     State(trusted): State<Arc<[IpAddr]>>,
     mut request: Request,
@@ -288,50 +278,5 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body[crate::session::ERROR_MAGIC], 1);
         assert_eq!(body["reason"], "ERR_INTERNAL");
-    }
-
-    fn xff(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", v.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_peers() {
-        let nginx: IpAddr = "127.0.0.1".parse().unwrap();
-        let trusted = [nginx];
-        let client: IpAddr = "203.0.113.7".parse().unwrap();
-        let spoofed = xff("198.51.100.1, 203.0.113.7");
-        // From nginx: the right-most untrusted hop is the client.
-        assert_eq!(client_ip(Some(nginx), &spoofed, &trusted), Some(client));
-        // From anyone else: the header is ignored.
-        let other: IpAddr = "192.0.2.9".parse().unwrap();
-        assert_eq!(client_ip(Some(other), &spoofed, &trusted), Some(other));
-        // Trusted peer without the header, or with garbage: the peer.
-        assert_eq!(client_ip(Some(nginx), &HeaderMap::new(), &trusted), Some(nginx));
-        assert_eq!(client_ip(Some(nginx), &xff("nonsense"), &trusted), Some(nginx));
-        // Chains of trusted proxies are skipped.
-        assert_eq!(client_ip(Some(nginx), &xff("203.0.113.7, 127.0.0.1"), &trusted), Some(client));
-    }
-
-    #[test]
-    fn ipv4_mapped_addresses_are_canonicalised() {
-        let nginx: IpAddr = "127.0.0.1".parse().unwrap();
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        let client: IpAddr = "203.0.113.7".parse().unwrap();
-        // nginx seen through a dual-stack listener is still the trusted proxy.
-        assert_eq!(client_ip(Some(mapped), &xff("203.0.113.7"), &[nginx]), Some(client));
-        // A mapped trusted entry matches a plain IPv4 peer too.
-        assert_eq!(client_ip(Some(nginx), &xff("203.0.113.7"), &[mapped]), Some(client));
-        // Mapped hops and untrusted mapped peers come out as IPv4: one bucket.
-        assert_eq!(client_ip(Some(nginx), &xff("::ffff:203.0.113.7"), &[nginx]), Some(client));
-        let other: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
-        assert_eq!(
-            client_ip(Some(other), &xff("203.0.113.7"), &[nginx]),
-            Some(other.to_canonical())
-        );
-        // Real IPv6 addresses are left alone.
-        let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(client_ip(Some(v6), &HeaderMap::new(), &[nginx]), Some(v6));
     }
 }

@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use crate::mongo::MongoConfig;
 use crate::pk::BoardCacheConfig;
-use crate::session::{ExchangeBudget, L1Config, LoginRateLimit, SessionConfig};
+use std::num::NonZeroU32;
+
+use crate::session::{L1Config, WxSessionLayerBuilder};
 
 /// The config file used when none is given.
 pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
@@ -84,6 +86,9 @@ pub struct Config {
 /// again, even with every answer alike.
 pub const MAX_DECRYPT_FAILURES_LIMIT: u64 = 1_000;
 
+/// Shortest `open_data.failure_window`: the budget must not renew quickly.
+pub const MIN_FAILURE_WINDOW: Duration = Duration::from_secs(3600);
+
 /// `[open_data]`.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -92,7 +97,7 @@ pub struct OpenDataSection {
     /// `failure_window`; the next one revokes the session
     /// (`ERR_SESSION_EXPIRED`). 1 to [`MAX_DECRYPT_FAILURES_LIMIT`].
     pub max_decrypt_failures: u64,
-    /// The budget's window, counted from its first failure.
+    /// The budget's window, counted from its first failure (at least 1 h).
     #[serde(with = "humantime_serde")]
     pub failure_window: Duration,
     /// When set, `watermark.timestamp` may be at most this old; unset (the
@@ -475,7 +480,7 @@ pub struct SessionSection {
     /// Bound on the memory store's entries.
     pub memory_max_entries: u64,
     /// Login attempts per client address (IPv6 per /64); omit to disable.
-    pub login_rate_limit: Option<LoginRateLimit>,
+    pub login_rate_limit: Option<LoginRateLimitSection>,
     /// Code exchanges per second that may reach WeChat, for the whole
     /// instance (beyond it: 429 `ERR_TOO_MANY_REQUESTS`, `Retry-After: 1`).
     pub exchanges_per_second: u32,
@@ -491,19 +496,28 @@ pub struct SessionSection {
     pub l1_max_entries: u64,
 }
 
+/// `[session.login_rate_limit]`: login attempts per client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRateLimitSection {
+    /// Sustained login attempts per minute per client address.
+    pub per_minute: u32,
+    /// How many attempts may arrive at once (0 counts as 1).
+    pub burst: u32,
+}
+
 impl Default for SessionSection {
     fn default() -> Self {
-        let d = SessionConfig::default();
         Self {
             store: StoreKind::Memory,
-            compat_ttl: d.compat_ttl,
-            token_idle_ttl: d.token_idle_ttl,
-            token_max_lifetime: d.token_max_lifetime,
-            ignore: d.ignore,
+            compat_ttl: Duration::from_secs(24 * 3600),
+            token_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            token_max_lifetime: Duration::from_secs(30 * 24 * 3600),
+            ignore: vec!["/healthz".into(), "/readyz".into()],
             memory_max_entries: 100_000,
-            login_rate_limit: d.login_rate_limit,
-            exchanges_per_second: d.exchange_budget.map_or(50, |b| b.per_second),
-            exchanges_burst: d.exchange_budget.map_or(100, |b| b.burst),
+            login_rate_limit: Some(LoginRateLimitSection { per_minute: 60, burst: 20 }),
+            exchanges_per_second: 50,
+            exchanges_burst: 100,
             l1: false,
             l1_ttl: Duration::from_secs(1),
             l1_max_entries: 100_000,
@@ -752,8 +766,10 @@ impl Config {
                  {MAX_DECRYPT_FAILURES_LIMIT} (the budget cannot be turned off)"
             )));
         }
-        if self.open_data.failure_window.is_zero() {
-            return reject("open_data.failure_window must be greater than zero");
+        if self.open_data.failure_window < MIN_FAILURE_WINDOW {
+            // A short window renews the budget: 1000 failures a second
+            // would make a padding oracle practical again.
+            return reject("open_data.failure_window must be at least 1h");
         }
         if self.open_data.max_age.is_some_and(|d| d.is_zero()) {
             return reject(
@@ -806,27 +822,31 @@ impl Config {
         Ok(SecretString::from(trimmed.to_owned()))
     }
 
-    /// The session layer's settings derived from this config.
-    pub fn session_config(&self) -> SessionConfig {
-        let base = &self.server.base_path;
-        SessionConfig {
-            compat_ttl: self.session.compat_ttl,
-            token_idle_ttl: self.session.token_idle_ttl,
-            token_max_lifetime: self.session.token_max_lifetime,
-            ignore: self.session.ignore.clone(),
-            login_path: Some(format!("{base}/session/login")),
-            logout_path: Some(format!("{base}/session/logout")),
-            login_rate_limit: self.session.login_rate_limit,
-            exchange_budget: Some(ExchangeBudget {
-                per_second: self.session.exchanges_per_second,
-                burst: self.session.exchanges_burst,
-            }),
-            l1: self.session.l1.then_some(L1Config {
-                ttl: self.session.l1_ttl,
-                max_entries: self.session.l1_max_entries,
-            }),
-            ..SessionConfig::default()
+    /// The session layer's settings from this config, applied to `builder`.
+    /// Zeros were refused by [`Config::validate`]; they fall back to one here.
+    pub fn session_layer(&self, builder: WxSessionLayerBuilder) -> WxSessionLayerBuilder {
+        let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let mut builder = builder
+            .with_compat_ttl(self.session.compat_ttl)
+            .with_token_idle_ttl(self.session.token_idle_ttl)
+            .with_token_max_lifetime(self.session.token_max_lifetime)
+            .with_ignore(self.session.ignore.iter().cloned())
+            .with_exchange_budget(
+                nz(self.session.exchanges_per_second),
+                nz(self.session.exchanges_burst),
+            )
+            // One body limit for every route, the token login included.
+            .with_max_login_body(self.server.max_body)
+            .with_body_timeout_error(crate::error::is_body_timeout);
+        builder = match self.session.login_rate_limit {
+            Some(l) => builder.with_login_rate_limit(nz(l.per_minute), nz(l.burst)),
+            None => builder.without_login_rate_limit(),
+        };
+        if self.session.l1 {
+            builder =
+                builder.with_l1(L1Config::new(self.session.l1_ttl, self.session.l1_max_entries));
         }
+        builder
     }
 }
 
@@ -870,6 +890,25 @@ fn full_key(path: &[String], field: &str) -> String {
 mod tests {
     use super::*;
     use figment::providers::Serialized;
+
+    struct NoWeChat;
+
+    #[async_trait::async_trait]
+    impl crate::session::CodeExchanger for NoWeChat {
+        async fn code2session(
+            &self,
+            _: &str,
+        ) -> Result<crate::session::Exchanged, crate::session::ExchangeError> {
+            Err(crate::session::ExchangeError::Timeout)
+        }
+    }
+
+    /// The session layer `c` configures, over a memory store.
+    fn layer_of(c: &Config) -> crate::session::WxSessionLayer {
+        let builder =
+            crate::session::WxSessionLayer::builder(crate::session::MemoryStore::new(10), NoWeChat);
+        c.session_layer(builder).build()
+    }
 
     fn base() -> Figment {
         Figment::new().merge(Toml::string(
@@ -929,29 +968,34 @@ mod tests {
             ("max_decrypt_failures", "0"),
             ("max_decrypt_failures", "1001"),
             ("failure_window", "\"0s\""),
+            ("failure_window", "\"59m\""),
             ("max_age", "\"0s\""),
         ] {
             let err = with(k, v).unwrap_err().to_string();
             assert!(err.contains(&format!("open_data.{k}")), "{k} = {v}: {err}");
         }
         assert!(with("max_decrypt_failures", "1000").is_ok());
+        assert!(with("failure_window", "\"1h\"").is_ok());
     }
 
     #[test]
     fn the_exchange_budget_defaults_to_50_per_second_and_is_configurable() {
-        let d = Config::from_figment(base()).unwrap().session_config().exchange_budget;
-        assert_eq!(d, Some(ExchangeBudget { per_second: 50, burst: 100 }));
+        let budget = |c: &Config| {
+            let b = layer_of(c).engine().config().exchange_budget().unwrap();
+            (b.per_second.get(), b.burst.get())
+        };
+        assert_eq!(budget(&Config::from_figment(base()).unwrap()), (50, 100));
         let set = Toml::string("[session]\nexchanges_per_second = 5\nexchanges_burst = 7\n");
-        let c = Config::from_figment(base().merge(set)).unwrap().session_config();
-        assert_eq!(c.exchange_budget, Some(ExchangeBudget { per_second: 5, burst: 7 }));
+        assert_eq!(budget(&Config::from_figment(base().merge(set)).unwrap()), (5, 7));
     }
 
     #[test]
     fn l1_is_off_by_default_and_one_second_when_on() {
         let c = Config::from_figment(base()).unwrap();
-        assert_eq!(c.session_config().l1, None);
+        assert_eq!(layer_of(&c).engine().config().l1(), None);
         let on = base().merge(Serialized::default("session.l1", true));
-        let l1 = Config::from_figment(on.clone()).unwrap().session_config().l1.unwrap();
+        let on_config = Config::from_figment(on.clone()).unwrap();
+        let l1 = layer_of(&on_config).engine().config().l1().unwrap();
         assert_eq!(l1.ttl, Duration::from_secs(1));
         assert_eq!(l1.max_entries, 100_000);
         let zero = on.merge(Serialized::default("session.l1_ttl", "0s"));

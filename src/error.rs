@@ -198,7 +198,8 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let mut response =
-            error_response(self.status(), self.reason(), &self.to_string(), self.detail());
+            error_response(self.status(), self.reason(), &self.to_string(), self.detail())
+                .map(axum::body::Body::new);
         if let Self::TooManyRequests { retry_after, .. } = &self {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
@@ -255,11 +256,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
 }
 
 /// Whether `e` (or anything in its source chain) is the body-read deadline
-/// of `server.body_timeout` running out.
+/// of `server.body_timeout` running out, or shutdown cutting a body that was
+/// still arriving.
 pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(err) = next {
-        if err.is::<tower_http::timeout::TimeoutError>() {
+        if err.is::<tower_http::timeout::TimeoutError>() || err.is::<crate::server::DrainCut>() {
             return true;
         }
         next = err.source();

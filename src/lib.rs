@@ -26,9 +26,14 @@ pub mod open_data;
 /// Group step-count PK: daily leaderboards per WeChat group.
 pub mod pk;
 pub mod server;
-pub mod session;
 pub mod snapshot;
 pub mod text;
 /// Native HTTPS: certificates, ALPN, reload on SIGHUP.
 pub mod tls;
-pub mod wechat;
+
+/// The session layer, re-exported from the `weapp-session` crate under its old
+/// path (kept for one release; depend on `weapp-session` directly).
+pub use weapp_session as session;
+/// The WeChat API client, re-exported from the `weapp-wechat` crate under its
+/// old path (kept for one release; depend on `weapp-wechat` directly).
+pub use weapp_wechat as wechat;

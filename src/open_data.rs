@@ -104,7 +104,7 @@ impl AppState {
 }
 
 /// Longest unionId saved onto a session (WeChat's are 28 characters).
-const MAX_UNIONID_LEN: usize = 128;
+const MAX_UNIONID_LEN: usize = 64;
 
 /// The unionId to save onto `session` from decrypted `data`, if any: only
 /// when the session has none yet (jscode2session's is never overwritten) and
@@ -130,9 +130,9 @@ pub async fn decrypt(
 ) -> Result<Json<Value>, AppError> {
     let data = state.decrypt(&session, &headers, &body).await?;
     if let Some(unionid) = union_id_to_save(&session, &data) {
-        let mut record = session.record().clone();
-        record.unionid = Some(unionid.to_owned());
-        state.sessions.save(&session, record).await?;
+        // Re-checked against the stored record, so a stale copy (the L1's,
+        // or a concurrent request's) can never overwrite a saved unionid.
+        state.sessions.save_unionid(&session, unionid).await?;
     }
     Ok(Json(json!({ "data": data })))
 }

@@ -19,7 +19,7 @@ use crate::pk::{CachedPkStore, MemoryPkStore, MongoPkStore, PkStore};
 use crate::session::store::{
     MemoryStore, RedisClusterConfig, RedisStore, RedisStoreConfig, SessionStore,
 };
-use crate::session::{CodeExchanger, WxSessions};
+use crate::session::{CodeExchanger, WxSessionLayerBuilder};
 use crate::tls::ReloadableCert;
 use crate::wechat::FakeWeChat;
 use crate::wechat::{AccessTokens, WeChatClient, WeChatConfig};
@@ -60,6 +60,9 @@ impl Application {
 
     /// [`Application::build`] with an injected clock (tests stand at any instant).
     pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, StartError> {
+        // The gateway is the application, so it may choose the process's
+        // rustls provider (its libraries never do): ring, unless one is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // Certificates first: a bad cert or key must stop the start, clearly.
         let tls = match &config.server.tls {
             Some(cfg) => Some(Arc::new(
@@ -119,18 +122,12 @@ impl Application {
                 .map_err(|e| StartError::Component(format!("redis store: {e}")))?,
             ),
         };
-        let mut session_config = config.session_config();
-        // One body limit for every route, the token login included.
-        session_config.max_login_body = config.server.max_body;
-        // The admin routes carry their own bearer token, not a user's.
-        session_config.ignore.push("/admin/*".into());
-        if fake.is_some() {
-            session_config.ignore.push(format!("{FAKE_WECHAT_PATH}/*"));
-        }
         let (pk, notices) = data_stores(&config).await?;
         let tokens = AccessTokens::new(client.clone(), store.clone());
         let exchanger: Arc<dyn CodeExchanger> = Arc::new(client);
-        let sessions = Arc::new(WxSessions::new(store, exchanger, session_config));
+        let layer =
+            config.session_layer(WxSessionLayerBuilder::from_arcs(store, exchanger)).build();
+        let sessions = layer.engine().clone();
         let state = AppState::from(Shared {
             sessions,
             tokens,
@@ -147,7 +144,7 @@ impl Application {
             limits: crate::limits::Limits::from_config(&config)?,
             open_data: config.open_data,
         });
-        let router = router(state, &config.server, fake);
+        let router = router(state, layer, &config.server, fake);
         if config.server.request_timeout <= config.wechat.timeout {
             tracing::warn!(
                 request_timeout = ?config.server.request_timeout,
@@ -364,8 +361,12 @@ impl Conn {
         let (in_flight, mut activity) = tokio::sync::watch::channel((0usize, 0u64));
         let in_flight = Arc::new(in_flight);
         let (router, peer) = (self.router.clone(), self.peer);
-        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        let drain = self.phase.clone();
+        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             let guard = InFlight::enter(in_flight.clone());
+            // A body still arriving when shutdown starts is cut at once, so a
+            // client trickling it cannot hold SIGTERM for the grace period.
+            let mut request = request.map(|body| DrainBody::new(body, drain.clone()));
             // The session layer and the access log read the peer from here.
             request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             let router = router.clone();
@@ -424,6 +425,70 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+/// A request body that ends with [`DrainCut`] as soon as shutdown starts
+/// while it is still arriving. A body already complete is unaffected.
+struct DrainBody {
+    inner: Incoming,
+    phase: tokio::sync::watch::Receiver<Phase>,
+    /// Resolves when shutdown starts; made on the first poll that has to
+    /// wait for the client (most bodies never need it).
+    draining: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl DrainBody {
+    fn new(inner: Incoming, phase: tokio::sync::watch::Receiver<Phase>) -> Self {
+        Self { inner, phase, draining: None }
+    }
+}
+
+/// The error of a request body cut by shutdown (answered like a body that
+/// arrived too slowly: `408 ERR_REQUEST_TIMEOUT`).
+#[derive(Debug)]
+pub struct DrainCut;
+
+impl std::fmt::Display for DrainCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server is shutting down and the request body was still arriving")
+    }
+}
+
+impl std::error::Error for DrainCut {}
+
+impl http_body::Body for DrainBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => return Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {}
+        }
+        let draining = this.draining.get_or_insert_with(|| {
+            let mut phase = this.phase.clone();
+            Box::pin(async move {
+                let _ = phase.wait_for(|p| *p >= Phase::Draining).await;
+            })
+        });
+        match draining.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DrainCut)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

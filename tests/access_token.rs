@@ -412,7 +412,7 @@ fn init_logs() -> &'static Captured {
         let captured = Captured::default();
         let writer = captured.clone();
         tracing_subscriber::fmt()
-            .with_env_filter("weapp_gateway=trace")
+            .with_env_filter("weapp_gateway=trace,weapp_session=trace,weapp_wechat=trace")
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .init();

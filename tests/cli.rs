@@ -390,7 +390,9 @@ async fn sigterm_closes_slow_clients_at_once_and_gives_only_in_flight_requests_t
     let mut cmd = gateway();
     cmd.env("WEAPP__SERVER__SHUTDOWN_GRACE", "10s")
         .env("WEAPP__SERVER__HEADER_READ_TIMEOUT", "30s")
-        .env("WEAPP__SERVER__IDLE_TIMEOUT", "30s");
+        .env("WEAPP__SERVER__IDLE_TIMEOUT", "30s")
+        .env("WEAPP__SERVER__BODY_TIMEOUT", "30s")
+        .env("WEAPP__SERVER__REQUEST_TIMEOUT", "30s");
     let (mut running, addr, _lines) = serve_logging(&mut cmd);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -406,6 +408,16 @@ async fn sigterm_closes_slow_clients_at_once_and_gives_only_in_flight_requests_t
     let n =
         tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf)).await.unwrap().unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // A body trickled after a complete head: the request is in flight, its
+    // handler waiting for the rest of the body.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickle
+        .write_all(
+            b"POST /applet/session/login HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"co",
+        )
+        .await
+        .unwrap();
 
     // An in-flight request that takes 2 s (the embedded fake's delay fault).
     let faults = http.post(format!("{base}/__wechat/dev/faults")).json(&json!({"delay_ms": 2000}));
@@ -433,6 +445,15 @@ async fn sigterm_closes_slow_clients_at_once_and_gives_only_in_flight_requests_t
     let answered = slow.await.unwrap();
     assert!(answered.is_ok(), "the in-flight request was cut: {answered:?}");
     assert!(took < Duration::from_secs(4), "SIGTERM took {took:?} with slow clients open");
+    // The trickled body was cut with the 408 envelope (or the socket closed).
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), trickle.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty()
+            || answer.starts_with("HTTP/1.1 408") && answer.contains("ERR_REQUEST_TIMEOUT"),
+        "{answer}"
+    );
     drop((idle, half, kept));
 }
 

@@ -92,8 +92,10 @@ fi
 # --- the suite -------------------------------------------------------------
 # Tests mostly wait on sockets and timers, so run more of them than cores.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
-cargo test --locked --all-targets
-cargo test --locked --doc
+cargo test --locked --workspace --all-targets
+cargo test --locked --workspace --doc
+# The libraries' docs build without a warning (broken links, missing docs).
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p weapp-session -p weapp-wechat --all-features
 
 # --- fuzz smoke run --------------------------------------------------------
 # Every fuzz target (fuzz/, its own workspace) for a short run: they build

@@ -183,7 +183,7 @@ async fn base_path_and_prefix_ignores_are_honoured() {
     let app = spawn_app(
         AppOptions::redis("token_base_path")
             .with("server.base_path", "/api/v2")
-            .with("session.ignore", json!(["/ready*"])),
+            .with("session.ignore", json!(["/api/v2/pk/*"])),
     )
     .await;
     let minted = app.mint("o_base");
@@ -195,12 +195,16 @@ async fn base_path_and_prefix_ignores_are_honoured() {
     let old = app.get("/applet/session/me", &[("X-WX-Skey", &token)]).await;
     assert_eq!((old.status, old.reason()), (404, Some("ERR_NOT_FOUND")));
 
-    // "/ready*" is a prefix: the layer leaves /readyz alone, bogus code and all.
-    let ready = app.get("/readyz", &[("X-WX-Code", "no-such-code")]).await;
-    assert_eq!(ready.status, 200, "{:?}", ready.body);
-    // /healthz is no longer in the list, so the layer judges its code.
+    // "/api/v2/pk/*" is a prefix: the layer leaves it alone, bogus code and
+    // all, so the route sees no identity at all.
+    let ignored = app.get("/api/v2/pk/groups", &[("X-WX-Code", "no-such-code")]).await;
+    assert_eq!((ignored.status, ignored.reason()), (401, Some("ERR_NOT_LOGGED_IN")));
+    // Other routes are judged by the layer: the bogus code is refused.
+    let judged = app.get("/api/v2/notices/mine", &[("X-WX-Code", "no-such-code")]).await;
+    assert_eq!((judged.status, judged.reason()), (401, Some("ERR_SESSION_EXPIRED")));
+    // Probes sit outside the layer whatever the list says.
     let health = app.get("/healthz", &[("X-WX-Code", "no-such-code")]).await;
-    assert_eq!((health.status, health.reason()), (401, Some("ERR_SESSION_EXPIRED")));
+    assert_eq!(health.status, 200, "{:?}", health.body);
     assert_eq!(app.exchanges(), 1);
 }
 

@@ -7,7 +7,7 @@ use http::HeaderMap;
 
 use super::error::SessionError;
 
-/// [`decode_uri_component`](super::headers::decode_uri_component): how the
+/// `decode_uri_component`: how the
 /// layer decodes `X-WX-RawData`.
 pub fn decode_uri_component(input: &str) -> Result<String, &'static str> {
     super::headers::decode_uri_component(input)

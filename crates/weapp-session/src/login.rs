@@ -39,46 +39,113 @@ const MAX_CODES: u64 = 100_000;
 /// Login rate limit: attempts per minute per client address, with a burst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LoginRateLimit {
     /// Sustained login attempts per minute per client address.
-    pub per_minute: u32,
+    pub per_minute: NonZeroU32,
     /// How many attempts may arrive at once.
-    pub burst: u32,
+    pub burst: NonZeroU32,
+}
+
+impl LoginRateLimit {
+    /// `per_minute` attempts a minute per client address, `burst` at once.
+    ///
+    /// ```
+    /// # use std::num::NonZeroU32;
+    /// let limit = weapp_session::LoginRateLimit::new(NonZeroU32::MIN, NonZeroU32::MIN);
+    /// assert_eq!(limit.per_minute.get(), 1);
+    /// ```
+    pub fn new(per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self { per_minute, burst }
+    }
 }
 
 /// The instance-wide budget of code exchanges that reach WeChat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExchangeBudget {
     /// Sustained exchanges per second for the whole instance.
-    pub per_second: u32,
+    pub per_second: NonZeroU32,
     /// How many exchanges may start at once.
-    pub burst: u32,
+    pub burst: NonZeroU32,
 }
 
-/// Behaviour of the session layer.
+impl ExchangeBudget {
+    /// `per_second` exchanges a second for the instance, `burst` at once.
+    ///
+    /// ```
+    /// # use std::num::NonZeroU32;
+    /// let budget = weapp_session::ExchangeBudget::new(NonZeroU32::MIN, NonZeroU32::MIN);
+    /// assert_eq!(budget.burst.get(), 1);
+    /// ```
+    pub fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self { per_second, burst }
+    }
+}
+
+const fn nz(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    }
+}
+
+/// Behaviour of the session layer, as [`crate::WxSessionLayerBuilder`] set
+/// it. Read it through [`SessionEngine::config`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SessionConfig {
+    pub(crate) compat_ttl: Duration,
+    pub(crate) token_idle_ttl: Duration,
+    pub(crate) token_max_lifetime: Duration,
+    pub(crate) ignore: Vec<String>,
+    pub(crate) login_rate_limit: Option<LoginRateLimit>,
+    pub(crate) exchange_budget: Option<ExchangeBudget>,
+    pub(crate) max_login_body: usize,
+    pub(crate) l1: Option<L1Config>,
+    pub(crate) body_timeout_error: fn(&(dyn std::error::Error + 'static)) -> bool,
+}
+
+impl SessionConfig {
     /// TTL of a compat (code) session.
-    pub compat_ttl: Duration,
+    pub fn compat_ttl(&self) -> Duration {
+        self.compat_ttl
+    }
+
     /// Sliding idle TTL of a token session.
-    pub token_idle_ttl: Duration,
+    pub fn token_idle_ttl(&self) -> Duration {
+        self.token_idle_ttl
+    }
+
     /// Absolute lifetime of a token session.
-    pub token_max_lifetime: Duration,
+    pub fn token_max_lifetime(&self) -> Duration {
+        self.token_max_lifetime
+    }
+
     /// Paths the layer does not touch: exact paths, or prefixes ending in `*`.
-    pub ignore: Vec<String>,
-    /// Path of the token-dialect login (`POST`), or `None` to not serve it.
-    pub login_path: Option<String>,
-    /// Path of the token-dialect logout (`POST`), or `None`.
-    pub logout_path: Option<String>,
-    /// Per-client-address limit on login attempts that reach WeChat (IPv6
-    /// clients are counted per /64).
-    pub login_rate_limit: Option<LoginRateLimit>,
+    pub fn ignore(&self) -> &[String] {
+        &self.ignore
+    }
+
+    /// Per-client-address limit on login attempts that reach WeChat.
+    pub fn login_rate_limit(&self) -> Option<LoginRateLimit> {
+        self.login_rate_limit
+    }
+
     /// Instance-wide limit on code exchanges that reach WeChat.
-    pub exchange_budget: Option<ExchangeBudget>,
-    /// Largest accepted login request body, in bytes.
-    pub max_login_body: usize,
-    /// The in-process L1 session cache; `None` disables it.
-    pub l1: Option<L1Config>,
+    pub fn exchange_budget(&self) -> Option<ExchangeBudget> {
+        self.exchange_budget
+    }
+
+    /// Largest accepted token-login body, in bytes.
+    pub fn max_login_body(&self) -> usize {
+        self.max_login_body
+    }
+
+    /// The L1 cache's settings, when it is on.
+    pub fn l1(&self) -> Option<L1Config> {
+        self.l1
+    }
 }
 
 impl Default for SessionConfig {
@@ -88,12 +155,11 @@ impl Default for SessionConfig {
             token_idle_ttl: Duration::from_secs(7 * 24 * 3600),
             token_max_lifetime: Duration::from_secs(30 * 24 * 3600),
             ignore: vec!["/healthz".into(), "/readyz".into()],
-            login_path: Some("/applet/session/login".into()),
-            logout_path: Some("/applet/session/logout".into()),
-            login_rate_limit: Some(LoginRateLimit { per_minute: 60, burst: 20 }),
-            exchange_budget: Some(ExchangeBudget { per_second: 50, burst: 100 }),
+            login_rate_limit: Some(LoginRateLimit { per_minute: nz(60), burst: nz(20) }),
+            exchange_budget: Some(ExchangeBudget { per_second: nz(50), burst: nz(100) }),
             max_login_body: 16 * 1024,
             l1: None,
+            body_timeout_error: |_| false,
         }
     }
 }
@@ -188,7 +254,7 @@ pub(crate) struct SignedRawData {
 }
 
 /// The session engine behind [`super::WxSessionLayer`].
-pub struct WxSessions {
+pub struct SessionEngine {
     store: Arc<dyn SessionStore>,
     exchanger: Arc<dyn CodeExchanger>,
     config: SessionConfig,
@@ -213,34 +279,30 @@ pub struct WxSessions {
     logins_seen: AtomicU64,
 }
 
-impl std::fmt::Debug for WxSessions {
+impl std::fmt::Debug for SessionEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WxSessions").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("SessionEngine").field("config", &self.config).finish_non_exhaustive()
     }
 }
 
 fn store_error(e: StoreError) -> SessionError {
-    super::error::warn_limited!(error = %e, "session store failed");
+    crate::warn_limited!(error = %e, "session store failed");
     SessionError::StoreUnavailable
 }
 
-impl WxSessions {
+impl SessionEngine {
     /// An engine over `store`, exchanging codes with `exchanger`.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn SessionStore>,
         exchanger: Arc<dyn CodeExchanger>,
         config: SessionConfig,
     ) -> Self {
-        let rate_limiter = config.login_rate_limit.and_then(|l| {
-            let per_minute = NonZeroU32::new(l.per_minute)?;
-            let burst = NonZeroU32::new(l.burst.max(1))?;
-            Some(RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)))
-        });
-        let exchange_budget = config.exchange_budget.and_then(|b| {
-            let per_second = NonZeroU32::new(b.per_second)?;
-            let burst = NonZeroU32::new(b.burst.max(1))?;
-            Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
-        });
+        let rate_limiter = config
+            .login_rate_limit
+            .map(|l| RateLimiter::keyed(Quota::per_minute(l.per_minute).allow_burst(l.burst)));
+        let exchange_budget = config
+            .exchange_budget
+            .map(|b| RateLimiter::direct(Quota::per_second(b.per_second).allow_burst(b.burst)));
         let l1 = config.l1.map(L1::new);
         Self {
             store,
@@ -611,12 +673,22 @@ impl WxSessions {
         Ok(true)
     }
 
-    /// Replace the stored record of a live session (e.g. to save a unionid).
-    pub async fn save(
+    /// Record `unionid` on a live session that has none yet, for example one
+    /// read from open data that decrypted under this session's key and names
+    /// this user's openid. Never overwrites one: the record is read again from
+    /// the store (not the L1) first. `Ok(false)` when the session is gone or
+    /// already has a unionid.
+    pub async fn save_unionid(
         &self,
         session: &WxSession,
-        record: SessionRecord,
+        unionid: &str,
     ) -> Result<bool, SessionError> {
+        let stored = self.store.load(session.id()).await.map_err(store_error)?;
+        let Some(mut record) = stored else { return Ok(false) };
+        if record.unionid.is_some() || record.openid != session.openid() {
+            return Ok(false);
+        }
+        record.unionid = Some(unionid.to_owned());
         self.store.update(session.id(), &record).await.map_err(store_error)
     }
 
@@ -771,7 +843,7 @@ mod tests {
     async fn a_failed_exchange_is_forgotten_and_a_success_remembered() {
         let flaky = Arc::new(Flaky { calls: std::sync::atomic::AtomicUsize::new(0) });
         let store = Arc::new(super::super::MemoryStore::new(100));
-        let sessions = WxSessions::new(store, flaky.clone(), SessionConfig::default());
+        let sessions = SessionEngine::new(store, flaky.clone(), SessionConfig::default());
         assert!(sessions.exchange("code-1", None).await.is_err());
         // The failure is not cached: the retry reaches WeChat again.
         let got = sessions.exchange("code-1", None).await.map_err(SessionError::from).unwrap();
@@ -786,10 +858,10 @@ mod tests {
         let flaky = Arc::new(Flaky { calls: std::sync::atomic::AtomicUsize::new(1) });
         let store = Arc::new(super::super::MemoryStore::new(100));
         let config = SessionConfig {
-            exchange_budget: Some(ExchangeBudget { per_second: 1, burst: 2 }),
+            exchange_budget: Some(ExchangeBudget { per_second: nz(1), burst: nz(2) }),
             ..SessionConfig::default()
         };
-        let sessions = WxSessions::new(store, flaky.clone(), config);
+        let sessions = SessionEngine::new(store, flaky.clone(), config);
         for code in ["c-1", "c-2"] {
             sessions.exchange(code, None).await.map_err(SessionError::from).unwrap();
         }

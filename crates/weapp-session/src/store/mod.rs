@@ -5,6 +5,7 @@
 //! keyspace, so an openid sent as a code returned the victim's live code).
 
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +16,10 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisClusterConfig, RedisStore, RedisStoreConfig};
+#[cfg(feature = "redis-cluster")]
+pub use self::redis::RedisClusterConfig;
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisStore, RedisStoreConfig};
 
 /// Which namespace a session lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

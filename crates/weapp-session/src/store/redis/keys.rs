@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn a_users_index_and_tagged_tokens_share_a_slot() {
         let keys = Keys::new("weapp:".into());
-        let token = crate::session::store::new_token("o_tom").unwrap();
+        let token = crate::store::new_token("o_tom").unwrap();
         let session = keys.session(&SessionId::token(&token));
         let index = keys.index("o_tom");
         assert!(same_slot(&session, &index), "{session} / {index}");

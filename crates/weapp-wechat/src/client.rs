@@ -13,7 +13,7 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::session::{CodeExchanger, ExchangeError, Exchanged, warn_limited};
+use weapp_session::{CodeExchanger, ExchangeError, Exchanged, warn_limited};
 
 /// WeChat's production API base URL.
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
@@ -152,10 +152,26 @@ impl std::fmt::Debug for WeChatClient {
     }
 }
 
+/// TLS for WeChat's API: the process-default crypto provider when the
+/// application installed one (aws-lc-rs, say), else this crate's `ring`
+/// provider, used for this client only; certificates checked by the
+/// platform's verifier.
+fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_platform_verifier()?
+        .with_no_client_auth())
+}
+
 impl WeChatClient {
-    /// Builds the client (installs the rustls crypto provider if needed).
+    /// Builds the client. It never installs a process-wide rustls crypto
+    /// provider: it uses the one the application installed, or else its own
+    /// `ring` provider for its own connections only.
     pub fn new(cfg: WeChatConfig) -> Result<Self, WeChatError> {
-        super::install_crypto_provider();
         let parsed = url::Url::parse(&cfg.api_base)
             .map_err(|e| WeChatError::Config(format!("api_base is not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -168,6 +184,9 @@ impl WeChatClient {
             return Err(WeChatError::Config("app_id is empty".into()));
         }
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(
+                tls_config().map_err(|e| WeChatError::Config(e.to_string()))?,
+            )
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.timeout)
             // A redirect would carry the secret-bearing query elsewhere.

@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+#[cfg(feature = "axum")]
 use http::request::Parts;
 use serde_json::value::RawValue;
 
+#[cfg(feature = "axum")]
 use super::error::SessionError;
 use super::store::{SessionId, SessionKind, SessionRecord};
 
@@ -114,6 +113,7 @@ impl UserTag {
     }
 }
 
+#[cfg(feature = "axum")]
 fn from_extensions(parts: &Parts) -> Result<Option<WxSession>, SessionError> {
     if let Some(session) = parts.extensions.get::<WxSession>() {
         return Ok(Some(session.clone()));
@@ -125,7 +125,8 @@ fn from_extensions(parts: &Parts) -> Result<Option<WxSession>, SessionError> {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for WxSession {
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WxSession {
     type Rejection = SessionError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
@@ -133,7 +134,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WxSession {
     }
 }
 
-impl<S: Send + Sync> OptionalFromRequestParts<S> for WxSession {
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for WxSession {
     type Rejection = SessionError;
 
     async fn from_request_parts(
@@ -147,7 +149,13 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WxSession {
 /// Middleware that answers `ERR_NOT_LOGGED_IN` unless the request has an
 /// identity. Use with `axum::middleware::from_fn(require_login)` on the
 /// routes that need one (inside `WxSessionLayer`).
-pub async fn require_login(request: Request, next: Next) -> Response {
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub async fn require_login(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
     if request.extensions().get::<WxSession>().is_some() {
         return next.run(request).await;
     }

@@ -69,7 +69,7 @@ impl DecryptError {
     /// something unacceptable) rather than on the input's shape alone.
     ///
     /// Key-dependent failures must all look the same to a client (one
-    /// answer, see [`crate::error::AppError::Decrypt`]) and count against the
+    /// answer, see the gateway's `ERR_DECRYPT_FAILED`) and count against the
     /// session's failure budget: telling them apart is a padding oracle.
     /// The others (base64, lengths) say nothing about the plaintext.
     pub fn is_key_dependent(&self) -> bool {

@@ -111,6 +111,7 @@ impl std::fmt::Debug for RedisStoreConfig {
 }
 
 /// Settings for [`RedisStore::new_cluster`]: a Redis Cluster.
+#[cfg(feature = "redis-cluster")]
 #[derive(Clone)]
 pub struct RedisClusterConfig {
     /// Some of the cluster's nodes, `redis://[:password@]host:port` each (the
@@ -122,6 +123,7 @@ pub struct RedisClusterConfig {
     pub op_timeout: Duration,
 }
 
+#[cfg(feature = "redis-cluster")]
 impl std::fmt::Debug for RedisClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let nodes: Vec<String> = self.nodes.iter().map(|n| redact_url(n)).collect();
@@ -179,8 +181,33 @@ impl RedisStore {
     /// A store on a Redis Cluster. Checks the node URLs but does not connect:
     /// the first operation does, and the cluster client reconnects and follows
     /// slot moves by itself.
+    #[cfg(feature = "redis-cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
     pub fn new_cluster(cfg: RedisClusterConfig) -> Result<Self, StoreError> {
         Ok(Self::with(Connector::cluster(&cfg.nodes, cfg.op_timeout)?, cfg.prefix))
+    }
+
+    /// A store on the caller's own connection to one Redis (a
+    /// [`redis::aio::ConnectionManager`] it configured: TLS, ACL user,
+    /// timeouts). Each store operation is still bounded by `op_timeout`.
+    pub fn from_connection_manager(
+        conn: redis::aio::ConnectionManager,
+        prefix: impl Into<String>,
+        op_timeout: Duration,
+    ) -> Self {
+        Self::with(Connector::given_single(conn, op_timeout), prefix.into())
+    }
+
+    /// A store on the caller's own Redis Cluster connection. Each store
+    /// operation is still bounded by `op_timeout`.
+    #[cfg(feature = "redis-cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
+    pub fn from_cluster_connection(
+        conn: redis::cluster_async::ClusterConnection,
+        prefix: impl Into<String>,
+        op_timeout: Duration,
+    ) -> Self {
+        Self::with(Connector::given_cluster(conn, op_timeout), prefix.into())
     }
 
     fn with(conn: Connector, prefix: String) -> Self {
@@ -246,7 +273,7 @@ impl RedisStore {
                     // Fail closed: the login failed, so its session must not
                     // linger unindexed (where no later login would revoke it).
                     if self.del("create", &session).await.is_err() {
-                        crate::session::warn_limited!(
+                        crate::warn_limited!(
                             "redis create: could not remove an uncommitted session"
                         );
                     }

@@ -1,8 +1,8 @@
 //! The error envelope every rejection leaves in, and the session errors.
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
+use http_body_util::Full;
 use serde_json::{Value, json};
 
 use std::sync::OnceLock;
@@ -14,17 +14,30 @@ use super::exchange::ExchangeError;
 /// The key whose value `1` tells the `weapp-session-client` a body is an error.
 pub const ERROR_MAGIC: &str = "F2C224D4-2BCE-4C64-AF9F-A6D872000D1A";
 
+/// The body of every answer this crate writes itself (error envelopes, the
+/// token routes' JSON).
+pub type EnvelopeBody = Full<Bytes>;
+
 /// Build an error response in the session error envelope (docs/protocol.md §3).
 ///
-/// Every error the gateway answers goes through here: the layer's, the
-/// handlers' and the fallback's.
-pub fn error_response(status: StatusCode, reason: &str, message: &str, detail: Value) -> Response {
+/// ```
+/// use http::StatusCode;
+/// let response = weapp_session::error_response(
+///     StatusCode::NOT_FOUND, "ERR_NOT_FOUND", "no such route", serde_json::json!({}));
+/// assert_eq!(response.status(), 404);
+/// ```
+pub fn error_response(
+    status: StatusCode,
+    reason: &str,
+    message: &str,
+    detail: Value,
+) -> http::Response<EnvelopeBody> {
     let body = json!({
         ERROR_MAGIC: 1,
         "reason": reason,
         "error": {"name": "SessionError", "message": message, "detail": detail},
     });
-    let mut response = Response::new(Body::from(body.to_string()));
+    let mut response = http::Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -68,6 +81,9 @@ pub enum SessionError {
     /// A malformed login/logout request body.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The login body did not arrive within the server's body-read deadline.
+    #[error("the request body arrived too slowly")]
+    RequestTimeout,
     /// The extractor ran on a route the layer does not cover.
     #[error("can't extract the WeChat session: is WxSessionLayer enabled for this route?")]
     LayerMissing,
@@ -87,6 +103,7 @@ impl SessionError {
             Self::InvalidRequest(_) => "ERR_INVALID_REQUEST",
             Self::BodyTooLarge(_) => "ERR_PAYLOAD_TOO_LARGE",
             Self::MethodNotAllowed => "ERR_METHOD_NOT_ALLOWED",
+            Self::RequestTimeout => "ERR_REQUEST_TIMEOUT",
             Self::LayerMissing => "ERR_SESSION_LAYER_MISSING",
         }
     }
@@ -112,6 +129,7 @@ impl SessionError {
             Self::TooManyRequests | Self::ExchangeBudgetSpent => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -144,17 +162,28 @@ impl SessionError {
     }
 }
 
-impl IntoResponse for SessionError {
-    fn into_response(self) -> Response {
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for SessionError {
+    fn into_response(self) -> axum::response::Response {
+        self.to_response().map(axum::body::Body::new)
+    }
+}
+
+impl SessionError {
+    /// This error as an HTTP answer in the envelope (with `Retry-After` where
+    /// it applies); logs what the client is not told.
+    pub fn to_response(&self) -> http::Response<EnvelopeBody> {
         match &self {
             Self::LayerMissing => tracing::error!("{self}"),
             Self::KeyExchangeFailed(ExchangeError::WeChat { .. }) => {}
-            Self::KeyExchangeFailed(_) => warn_limited!(error = %self, "code exchange failed"),
+            Self::KeyExchangeFailed(_) => {
+                crate::warn_limited!(error = %self, "code exchange failed")
+            }
             _ => {}
         }
         let mut response =
             error_response(self.status(), self.reason(), &self.client_message(), self.detail());
-        let retry_after = match self {
+        let retry_after = match *self {
             Self::TooManyRequests => Some("60"),
             // The budget refills every 1/per_second.
             Self::ExchangeBudgetSpent => Some("1"),
@@ -171,7 +200,8 @@ impl IntoResponse for SessionError {
 /// (every request failing the same way) logs a line a second, not a line a
 /// request. `admit` says whether to log now and how many lines it suppressed
 /// since the last one. Use one `static` per call site.
-pub(crate) struct WarnBudget {
+#[doc(hidden)]
+pub struct WarnBudget {
     /// Milliseconds since [`log_epoch`] of the last admitted line, plus one (0: never).
     last_ms: AtomicU64,
     suppressed: AtomicU64,
@@ -179,26 +209,28 @@ pub(crate) struct WarnBudget {
 
 /// `tracing::warn!` through a [`WarnBudget`] of its own call site: at most
 /// one line a second, each with `suppressed` = the lines held back before it.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! warn_limited {
     ($($field:tt)+) => {{
-        static BUDGET: $crate::session::WarnBudget = $crate::session::WarnBudget::new();
+        static BUDGET: $crate::WarnBudget = $crate::WarnBudget::new();
         if let Some(suppressed) = BUDGET.admit() {
-            tracing::warn!(suppressed, $($field)+);
+            $crate::__private::tracing::warn!(suppressed, $($field)+);
         }
     }};
 }
-pub(crate) use warn_limited;
 
 /// [`warn_limited!`] at ERROR level: one line a second per call site.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! error_limited {
     ($($field:tt)+) => {{
-        static BUDGET: $crate::session::WarnBudget = $crate::session::WarnBudget::new();
+        static BUDGET: $crate::WarnBudget = $crate::WarnBudget::new();
         if let Some(suppressed) = BUDGET.admit() {
-            tracing::error!(suppressed, $($field)+);
+            $crate::__private::tracing::error!(suppressed, $($field)+);
         }
     }};
 }
-pub(crate) use error_limited;
 
 /// The time origin of every [`WarnBudget`].
 fn log_epoch() -> Instant {
@@ -206,18 +238,24 @@ fn log_epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+impl Default for WarnBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl WarnBudget {
     /// At most one line per this interval.
     const INTERVAL_MS: u64 = 1_000;
 
     /// A fresh budget (const, for a `static`).
-    pub(crate) const fn new() -> Self {
+    pub const fn new() -> Self {
         Self { last_ms: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
     }
 
     /// `Some(lines suppressed since the last admitted one)` when a line may be
     /// logged now, else `None` (and the line is counted as suppressed).
-    pub(crate) fn admit(&self) -> Option<u64> {
+    pub fn admit(&self) -> Option<u64> {
         self.admit_at(u64::try_from(log_epoch().elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
@@ -243,9 +281,10 @@ mod tests {
     use super::*;
 
     async fn body_of(e: SessionError) -> (StatusCode, Value) {
-        let response = e.into_response();
+        use http_body_util::BodyExt;
+        let response = e.to_response();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
@@ -277,12 +316,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_exchange_budget_is_a_429_with_retry_after() {
-        let response = SessionError::ExchangeBudgetSpent.into_response();
+        let response = SessionError::ExchangeBudgetSpent.to_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let (_, body) = body_of(SessionError::ExchangeBudgetSpent).await;
         assert_eq!(body["reason"], "ERR_TOO_MANY_REQUESTS");
-        let response = SessionError::TooManyRequests.into_response();
+        let response = SessionError::TooManyRequests.to_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "60");
     }
 

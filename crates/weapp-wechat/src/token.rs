@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::client::{StableToken, WeChatClient, WeChatError};
-use crate::session::store::SessionStore;
+use weapp_session::store::SessionStore;
 
 /// Store name (under `kv:`) of the shared access token.
 pub const ACCESS_TOKEN_KV: &str = "wechat_access_token";
@@ -372,7 +372,7 @@ impl AccessTokens {
     async fn read_shared(
         &self,
         stale: Option<&str>,
-    ) -> Result<Option<Cached>, crate::session::store::StoreError> {
+    ) -> Result<Option<Cached>, weapp_session::store::StoreError> {
         let Some(text) = self.inner.store.kv_get(ACCESS_TOKEN_KV).await? else {
             return Ok(None);
         };
@@ -417,7 +417,7 @@ impl AccessTokens {
     /// not invalidate the token other instances may be using).
     async fn refresh_without_store(
         &self,
-        err: crate::session::store::StoreError,
+        err: weapp_session::store::StoreError,
     ) -> Result<Cached, WeChatError> {
         tracing::warn!(error = %err, "session store unavailable; fetching the access token directly");
         let issued = self.inner.client.stable_token(false).await?;

@@ -6,7 +6,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+#[cfg(feature = "redis-cluster")]
 use redis::cluster::{ClusterClient, ClusterConfig};
+#[cfg(feature = "redis-cluster")]
 use redis::cluster_async::ClusterConnection;
 use redis::{
     Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
@@ -18,8 +20,10 @@ use super::super::StoreError;
 /// How often the cluster client retries one request itself (redirects after a
 /// resharding, a failover in progress), each retry after a short backoff. The
 /// whole operation stays bounded by the op timeout.
+#[cfg(feature = "redis-cluster")]
 const CLUSTER_RETRIES: u32 = 4;
 /// Shortest backoff between two cluster retries, in milliseconds.
+#[cfg(feature = "redis-cluster")]
 const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 20;
 
 /// The URL with its password replaced, for logs and `Debug`.
@@ -62,13 +66,18 @@ enum Target {
     /// One Redis server (or a proxy in front of many).
     Single(redis::Client),
     /// A Redis Cluster, found from these seed nodes (boxed: it is large).
+    #[cfg(feature = "redis-cluster")]
     Cluster(Box<ClusterClient>),
+    /// A connection the caller built (its own `ConnectionManager` or cluster
+    /// connection): used as is, never replaced.
+    Given(Conn),
 }
 
 /// A live connection of either kind; both multiplex and reconnect by themselves.
 #[derive(Clone)]
 pub(super) enum Conn {
     Single(ConnectionManager),
+    #[cfg(feature = "redis-cluster")]
     Cluster(ClusterConnection),
 }
 
@@ -76,6 +85,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "redis-cluster")]
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -88,6 +98,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "redis-cluster")]
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -95,7 +106,18 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
+            #[cfg(feature = "redis-cluster")]
             Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    fn is_cluster(&self) -> bool {
+        match self {
+            Conn::Single(_) => false,
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(_) => true,
         }
     }
 }
@@ -138,6 +160,7 @@ impl Connector {
     }
 
     /// A Redis Cluster seeded by `nodes`. Checks the URLs, does not connect.
+    #[cfg(feature = "redis-cluster")]
     pub(super) fn cluster(nodes: &[String], op_timeout: Duration) -> Result<Self, StoreError> {
         if nodes.is_empty() {
             return Err(StoreError::Unavailable("no redis cluster nodes given".to_owned()));
@@ -175,9 +198,26 @@ impl Connector {
         Self { target, redacted, op_timeout, slot: Mutex::new(Slot::default()) }
     }
 
+    /// A connection the caller made: one Redis through its `ConnectionManager`.
+    pub(super) fn given_single(conn: ConnectionManager, op_timeout: Duration) -> Self {
+        Self::with(Target::Given(Conn::Single(conn)), "[caller's connection]".into(), op_timeout)
+    }
+
+    /// A connection the caller made: its Redis Cluster connection.
+    #[cfg(feature = "redis-cluster")]
+    pub(super) fn given_cluster(conn: ClusterConnection, op_timeout: Duration) -> Self {
+        let redacted = "[caller's cluster connection]".into();
+        Self::with(Target::Given(Conn::Cluster(conn)), redacted, op_timeout)
+    }
+
     /// Whether this is a Redis Cluster (keys of one script must share a slot).
     pub(super) fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster(_))
+        match &self.target {
+            Target::Single(_) => false,
+            #[cfg(feature = "redis-cluster")]
+            Target::Cluster(_) => true,
+            Target::Given(conn) => conn.is_cluster(),
+        }
     }
 
     /// The URL(s) without passwords.
@@ -213,6 +253,8 @@ impl Connector {
                     .map_err(|e| unavailable("connect", &e))?;
                 Conn::Single(manager)
             }
+            Target::Given(conn) => conn.clone(),
+            #[cfg(feature = "redis-cluster")]
             Target::Cluster(client) => {
                 // Connects to the seed nodes and reads the slot map in the
                 // background; requests wait for it (within the op timeout).

@@ -15,11 +15,24 @@ use super::store::SessionKind;
 
 /// Settings of the L1 cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct L1Config {
     /// How long an entry is served without asking the store.
     pub ttl: Duration,
     /// Most sessions kept.
     pub max_entries: u64,
+}
+
+impl L1Config {
+    /// Entries served for `ttl` without asking the store, at most `max_entries`.
+    ///
+    /// ```
+    /// let l1 = weapp_session::L1Config::new(std::time::Duration::from_secs(1), 10_000);
+    /// assert_eq!(l1.max_entries, 10_000);
+    /// ```
+    pub fn new(ttl: Duration, max_entries: u64) -> Self {
+        Self { ttl, max_entries }
+    }
 }
 
 /// Sessions by the credential the client sent (code or token), per dialect.
@@ -120,7 +133,7 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::session::store::{SessionId, SessionRecord};
+    use crate::store::{SessionId, SessionRecord};
 
     fn session(kind: SessionKind, credential: &str, openid: &str) -> WxSession {
         session_at(kind, credential, openid, 0)

@@ -46,7 +46,7 @@ pub fn plausible_session_key(key: &str) -> bool {
 
 impl Exchanged {
     /// `self` if WeChat's answer has the shape WeChat documents (see
-    /// [`plausible_wechat_id`], [`plausible_session_key`]), else
+    /// `plausible_wechat_id`, `plausible_session_key`), else
     /// [`ExchangeError::BadResponse`]: nothing else may become a session.
     pub fn checked(self) -> Result<Self, ExchangeError> {
         if !plausible_wechat_id(&self.openid) {
