@@ -37,8 +37,6 @@
 //!   is a plain tower layer over any `http` service.
 //! - `redis`: [`store::RedisStore`] on one Redis; `redis-cluster`: on a Redis
 //!   Cluster too.
-//! - `test-util`: the store contract suite a third-party store runs against
-//!   itself, and signing helpers for tests.
 //!
 //! The protocol, every reason and its status: `docs/protocol.md` in the
 //! repository.
