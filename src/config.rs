@@ -837,7 +837,7 @@ impl Config {
             )
             // One body limit for every route, the token login included.
             .with_max_login_body(self.server.max_body)
-            .with_body_timeout_error(crate::error::is_body_timeout);
+            .with_body_timeout_error(crate::error::is_body_deadline);
         builder = match self.session.login_rate_limit {
             Some(l) => builder.with_login_rate_limit(nz(l.per_minute), nz(l.burst)),
             None => builder.without_login_rate_limit(),

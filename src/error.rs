@@ -261,12 +261,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
 pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(err) = next {
-        if err.is::<tower_http::timeout::TimeoutError>() || err.is::<crate::server::DrainCut>() {
+        if is_body_deadline(err) {
             return true;
         }
         next = err.source();
     }
     false
+}
+
+/// Whether `err` itself (not its sources) is one of the gateway's body
+/// deadlines; the session layer walks the source chain with it.
+pub fn is_body_deadline(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.is::<tower_http::timeout::TimeoutError>() || err.is::<crate::server::DrainCut>()
 }
 
 fn json_rejection(e: &JsonRejection) -> String {

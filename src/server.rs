@@ -366,8 +366,9 @@ impl Conn {
             let guard = InFlight::enter(in_flight.clone());
             // A body still arriving when shutdown starts is cut at once, so a
             // client trickling it cannot hold SIGTERM for the grace period.
-            let mut request = request.map(|body| DrainBody::new(body, drain.clone()));
-            // The session layer and the access log read the peer from here.
+            let mut request = request.map(|body| DrainBody::new(body, &drain));
+            // The access log reads the peer from here (and sets the ClientIp
+            // the session layer rate-limits by).
             request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             let router = router.clone();
             async move {
@@ -432,14 +433,17 @@ impl Conn {
 /// while it is still arriving. A body already complete is unaffected.
 struct DrainBody {
     inner: Incoming,
-    phase: tokio::sync::watch::Receiver<Phase>,
-    /// Resolves when shutdown starts; made on the first poll that has to
-    /// wait for the client (most bodies never need it).
+    /// The accept loop's phase, kept only for a body still to come (a GET's
+    /// empty body needs none).
+    phase: Option<tokio::sync::watch::Receiver<Phase>>,
+    /// Resolves when shutdown starts; made from `phase` on the first poll
+    /// that has to wait for the client (most bodies never need it).
     draining: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl DrainBody {
-    fn new(inner: Incoming, phase: tokio::sync::watch::Receiver<Phase>) -> Self {
+    fn new(inner: Incoming, phase: &tokio::sync::watch::Receiver<Phase>) -> Self {
+        let phase = (!http_body::Body::is_end_stream(&inner)).then(|| phase.clone());
         Self { inner, phase, draining: None }
     }
 }
@@ -471,12 +475,14 @@ impl http_body::Body for DrainBody {
             Poll::Ready(frame) => return Poll::Ready(frame.map(|f| f.map_err(Into::into))),
             Poll::Pending => {}
         }
-        let draining = this.draining.get_or_insert_with(|| {
-            let mut phase = this.phase.clone();
-            Box::pin(async move {
+        if this.draining.is_none()
+            && let Some(mut phase) = this.phase.take()
+        {
+            this.draining = Some(Box::pin(async move {
                 let _ = phase.wait_for(|p| *p >= Phase::Draining).await;
-            })
-        });
+            }));
+        }
+        let Some(draining) = this.draining.as_mut() else { return Poll::Pending };
         match draining.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DrainCut)))),
             Poll::Pending => Poll::Pending,
