@@ -17,7 +17,7 @@ use crate::config::{Config, DataStoreKind, ServerConfig, StoreKind};
 use crate::notices::{CachedNoticeStore, MemoryNoticeStore, MongoNoticeStore, NoticeStore};
 use crate::pk::{CachedPkStore, MemoryPkStore, MongoPkStore, PkStore};
 use crate::session::store::{
-    MemoryStore, RedisClusterConfig, RedisStore, RedisStoreConfig, SessionStore,
+    MemoryStore, RedisClusterConfig, RedisStore, RedisStoreConfig, SessionStore, SharedStore,
 };
 use crate::session::{CodeExchanger, WxSessionLayerBuilder};
 use crate::tls::ReloadableCert;
@@ -98,32 +98,41 @@ impl Application {
         })
         .map_err(|e| StartError::Component(format!("wechat client: {e}")))?;
 
-        let store: Arc<dyn SessionStore> = match config.session.store {
-            StoreKind::Memory => Arc::new(MemoryStore::new(config.session.memory_max_entries)),
-            StoreKind::Redis => Arc::new(
-                if config.redis.is_cluster() {
-                    RedisStore::new_cluster(RedisClusterConfig {
-                        nodes: config
-                            .redis
-                            .cluster_nodes
-                            .iter()
-                            .map(|n| n.expose_secret().to_owned())
-                            .collect(),
-                        prefix: config.redis.prefix.clone(),
-                        op_timeout: config.redis.timeout,
-                    })
-                } else {
-                    RedisStore::new(RedisStoreConfig {
-                        url: config.redis.url.expose_secret().to_owned(),
-                        prefix: config.redis.prefix.clone(),
-                        op_timeout: config.redis.timeout,
-                    })
+        // One backend for the sessions and for the values every instance
+        // shares (the access token), seen through its two traits.
+        let (store, shared): (Arc<dyn SessionStore>, Arc<dyn SharedStore>) =
+            match config.session.store {
+                StoreKind::Memory => {
+                    let memory = Arc::new(MemoryStore::new(config.session.memory_max_entries));
+                    (memory.clone(), memory)
                 }
-                .map_err(|e| StartError::Component(format!("redis store: {e}")))?,
-            ),
-        };
+                StoreKind::Redis => {
+                    let redis = Arc::new(
+                        if config.redis.is_cluster() {
+                            RedisStore::new_cluster(RedisClusterConfig {
+                                nodes: config
+                                    .redis
+                                    .cluster_nodes
+                                    .iter()
+                                    .map(|n| n.expose_secret().to_owned())
+                                    .collect(),
+                                prefix: config.redis.prefix.clone(),
+                                op_timeout: config.redis.timeout,
+                            })
+                        } else {
+                            RedisStore::new(RedisStoreConfig {
+                                url: config.redis.url.expose_secret().to_owned(),
+                                prefix: config.redis.prefix.clone(),
+                                op_timeout: config.redis.timeout,
+                            })
+                        }
+                        .map_err(|e| StartError::Component(format!("redis store: {e}")))?,
+                    );
+                    (redis.clone(), redis)
+                }
+            };
         let (pk, notices) = data_stores(&config).await?;
-        let tokens = AccessTokens::new(client.clone(), store.clone());
+        let tokens = AccessTokens::new(client.clone(), shared);
         let exchanger: Arc<dyn CodeExchanger> = Arc::new(client);
         let layer =
             config.session_layer(WxSessionLayerBuilder::from_arcs(store, exchanger)).build();

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use support::redis::{shared_redis_url, unique_prefix};
 use tokio::task::JoinSet;
-use weapp_gateway::session::store::{MemoryStore, RedisStore, RedisStoreConfig, SessionStore};
+use weapp_gateway::session::store::{MemoryStore, RedisStore, RedisStoreConfig, SharedStore};
 use weapp_gateway::wechat::{
     ACCESS_TOKEN_KV, ACCESS_TOKEN_LOCK, AccessTokenConfig, AccessTokens, FakeWeChat, Faults,
     GET_PHONE_NUMBER, MSG_SEC_CHECK, STABLE_TOKEN, SecCheckSuggest, WeChatClient, WeChatConfig,
@@ -38,7 +38,7 @@ fn test_config() -> AccessTokenConfig {
     }
 }
 
-fn redis_store(prefix: &str) -> Arc<dyn SessionStore> {
+fn redis_store(prefix: &str) -> Arc<dyn SharedStore> {
     Arc::new(
         RedisStore::new(RedisStoreConfig {
             url: shared_redis_url(),
@@ -366,7 +366,7 @@ async fn unreachable_store_falls_back_to_wechat() {
     init_logs();
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     let port = support::redis::free_port();
-    let store: Arc<dyn SessionStore> = Arc::new(
+    let store: Arc<dyn SharedStore> = Arc::new(
         RedisStore::new(RedisStoreConfig {
             url: format!("redis://127.0.0.1:{port}/"),
             prefix: "down:".into(),

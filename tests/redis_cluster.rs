@@ -19,8 +19,8 @@ use support::redis_cluster::{
     MASTERS, RedisCluster, free_cluster_ports, key_slot, keys_by_node, shared_cluster_nodes,
 };
 use weapp_gateway::session::store::{
-    Expiry, RedisClusterConfig, RedisStore, SessionId, SessionRecord, SessionStore, StoreError,
-    unix_now, user_tag,
+    Expiry, RedisClusterConfig, RedisStore, SessionId, SessionRecord, SessionStore, SharedStore,
+    StoreError, unix_now, user_tag,
 };
 
 /// A gateway whose session store is the shared test cluster, under `prefix`.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use support::redis::{RedisServer, free_port, unique_prefix};
 use weapp_gateway::session::store::{
-    Expiry, RedisStore, RedisStoreConfig, SessionId, SessionRecord, SessionStore, StoreError,
-    unix_now,
+    Expiry, RedisStore, RedisStoreConfig, SessionId, SessionRecord, SessionStore, SharedStore,
+    StoreError, unix_now,
 };
 
 const OP_TIMEOUT: Duration = Duration::from_millis(500);

@@ -1,4 +1,4 @@
-//! One contract for every `SessionStore` backend: each case below runs against
+//! One contract for every `SessionStore` + `SharedStore` backend: each case below runs against
 //! the in-memory store, a real Redis and a real three-master Redis Cluster, so
 //! the backends cannot drift.
 
@@ -10,10 +10,14 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use weapp_gateway::session::store::{
     Expiry, MemoryStore, RedisClusterConfig, RedisStore, RedisStoreConfig, SessionId, SessionKind,
-    SessionRecord, SessionStore, new_token, unix_now,
+    SessionRecord, SessionStore, SharedStore, new_token, unix_now,
 };
 
-type Store = Arc<dyn SessionStore>;
+/// Both traits of one backend, as the gateway uses it.
+trait Backend: SessionStore + SharedStore {}
+impl<T: SessionStore + SharedStore> Backend for T {}
+
+type Store = Arc<dyn Backend>;
 
 const LONG: Duration = Duration::from_secs(600);
 

@@ -83,7 +83,7 @@ pub use login::{
 #[cfg(feature = "axum")]
 pub use routes::token_routes;
 pub use routes::{token_login, token_logout};
-pub use store::{MemoryStore, SessionStore};
+pub use store::{MemoryStore, SessionStore, SharedStore};
 
 /// The `redis` crate this crate's [`store::RedisStore`] speaks, so a team
 /// builds its own connection with the very same version.

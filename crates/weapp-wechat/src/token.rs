@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::client::{StableToken, WeChatClient, WeChatError};
-use weapp_session::store::SessionStore;
+use weapp_session::store::SharedStore;
 
 /// Store name (under `kv:`) of the shared access token.
 pub const ACCESS_TOKEN_KV: &str = "wechat_access_token";
@@ -80,7 +80,7 @@ pub struct AccessTokens {
 
 struct Inner {
     client: WeChatClient,
-    store: Arc<dyn SessionStore>,
+    store: Arc<dyn SharedStore>,
     cfg: AccessTokenConfig,
     /// The in-process fast path: the current token until its refresh time.
     current: RwLock<Option<Cached>>,
@@ -158,14 +158,14 @@ impl SecCheckVerdict {
 
 impl AccessTokens {
     /// A manager with the default timing.
-    pub fn new(client: WeChatClient, store: Arc<dyn SessionStore>) -> Self {
+    pub fn new(client: WeChatClient, store: Arc<dyn SharedStore>) -> Self {
         Self::with_config(client, store, AccessTokenConfig::default())
     }
 
     /// A manager with custom timing.
     pub fn with_config(
         client: WeChatClient,
-        store: Arc<dyn SessionStore>,
+        store: Arc<dyn SharedStore>,
         cfg: AccessTokenConfig,
     ) -> Self {
         Self {

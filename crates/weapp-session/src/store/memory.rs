@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Expiry, SessionId, SessionRecord, SessionStore, StoreError, random_token, unix_now};
+use super::{
+    Expiry, SessionId, SessionRecord, SessionStore, SharedStore, StoreError, random_token, unix_now,
+};
 
 #[derive(Clone)]
 enum Value {
@@ -186,6 +188,26 @@ impl SessionStore for MemoryStore {
         Ok(self.text(&openid_key(openid)).and_then(|k| SessionId::from_key_suffix(&k)))
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn count_failure(&self, id: &SessionId, window: Duration) -> Result<u64, StoreError> {
+        // In the same bounded cache as everything else, under the write mutex
+        // so concurrent failures each count.
+        let key = format!("fail:{}", id.key_suffix());
+        let _g = self.guard();
+        let (count, expires_at) = match self.live(&key) {
+            Some(Entry { value: Value::Count(n), expires_at }) => (n.saturating_add(1), expires_at),
+            _ => (1, Instant::now() + window),
+        };
+        self.entries.insert(key, Entry { value: Value::Count(count), expires_at });
+        Ok(count)
+    }
+}
+
+#[async_trait]
+impl SharedStore for MemoryStore {
     async fn kv_get(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self.text(&format!("kv:{name}")).map(|t| t.to_string()))
     }
@@ -213,22 +235,5 @@ impl SessionStore for MemoryStore {
             self.entries.invalidate(&key);
         }
         Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn count_failure(&self, id: &SessionId, window: Duration) -> Result<u64, StoreError> {
-        // In the same bounded cache as everything else, under the write mutex
-        // so concurrent failures each count.
-        let key = format!("fail:{}", id.key_suffix());
-        let _g = self.guard();
-        let (count, expires_at) = match self.live(&key) {
-            Some(Entry { value: Value::Count(n), expires_at }) => (n.saturating_add(1), expires_at),
-            _ => (1, Instant::now() + window),
-        };
-        self.entries.insert(key, Entry { value: Value::Count(count), expires_at });
-        Ok(count)
     }
 }

@@ -206,6 +206,24 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Shared values and locks beside the sessions, in the same backend: what a
+/// cache shared by every instance (the WeChat access token) needs. Not used
+/// by the session layer itself. Object safe.
+#[async_trait]
+pub trait SharedStore: Send + Sync + 'static {
+    /// A shared value (e.g. the WeChat access token) under `{prefix}kv:{name}`.
+    async fn kv_get(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Set a shared value with a TTL.
+    async fn kv_set(&self, name: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Try to take a named lock for `ttl`; `Some(fencing token)` when taken.
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, StoreError>;
+
+    /// Release a lock if `token` still holds it.
+    async fn unlock(&self, name: &str, token: &str) -> Result<(), StoreError>;
+}
+
 /// The storage contract the session layer needs. Object safe.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
@@ -239,18 +257,6 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The session the openid index points at, if any.
     async fn current_for_openid(&self, openid: &str) -> Result<Option<SessionId>, StoreError>;
-
-    /// A shared value (e.g. the WeChat access token) under `{prefix}kv:{name}`.
-    async fn kv_get(&self, name: &str) -> Result<Option<String>, StoreError>;
-
-    /// Set a shared value with a TTL.
-    async fn kv_set(&self, name: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
-
-    /// Try to take a named lock for `ttl`; `Some(fencing token)` when taken.
-    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, StoreError>;
-
-    /// Release a lock if `token` still holds it.
-    async fn unlock(&self, name: &str, token: &str) -> Result<(), StoreError>;
 
     /// Liveness of the backend (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

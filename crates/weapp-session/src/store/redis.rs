@@ -87,7 +87,9 @@ use self::connection::{Connector, redact_url};
 use self::keys::{
     COUNT_FAILURE_LUA, CREATE_LUA, DELETE_LUA, Keys, UNINDEX_LUA, UNLOCK_LUA, same_slot,
 };
-use super::{Expiry, SessionId, SessionRecord, SessionStore, StoreError, random_token, unix_now};
+use super::{
+    Expiry, SessionId, SessionRecord, SessionStore, SharedStore, StoreError, random_token, unix_now,
+};
 
 /// Settings for [`RedisStore::new`]: one Redis server.
 #[derive(Clone)]
@@ -404,6 +406,41 @@ impl SessionStore for RedisStore {
             .map(|suffix| suffix.and_then(|s| SessionId::from_key_suffix(&s)))
     }
 
+    #[tracing::instrument(name = "redis_store.ping", skip_all)]
+    async fn ping(&self) -> Result<(), StoreError> {
+        if !self.conn.is_cluster() {
+            let cmd = redis::cmd("PING");
+            return self
+                .conn
+                .bounded("ping", self.conn.query::<String>("ping", true, &cmd))
+                .await
+                .map(|_| ());
+        }
+        // A cluster is ready when it serves every slot, as one of its nodes
+        // sees it (a master down longer than the node timeout makes it `fail`).
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("INFO");
+        let info = self.conn.bounded("ping", self.conn.query::<String>("ping", true, &cmd)).await?;
+        if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("redis ping: the cluster does not serve every slot".into()))
+        }
+    }
+
+    /// One script (`INCR`, then `PEXPIRE` on a new counter). Retried once
+    /// like every script: if a first run took effect but its reply was lost,
+    /// the failure counts twice (fail closed: the budget only runs out sooner).
+    #[tracing::instrument(name = "redis_store.count_failure", skip_all, fields(kind = id.kind.namespace()))]
+    async fn count_failure(&self, id: &SessionId, window: Duration) -> Result<u64, StoreError> {
+        let mut inv = self.scripts.count_failure.prepare_invoke();
+        inv.key(self.keys.failures(id)).arg(ttl_ms(window));
+        self.conn.bounded("count_failure", self.conn.invoke::<u64>("count_failure", &inv)).await
+    }
+}
+
+#[async_trait]
+impl SharedStore for RedisStore {
     #[tracing::instrument(name = "redis_store.kv_get", skip_all, fields(name = %name))]
     async fn kv_get(&self, name: &str) -> Result<Option<String>, StoreError> {
         let mut cmd = redis::cmd("GET");
@@ -438,38 +475,6 @@ impl SessionStore for RedisStore {
         let mut inv = self.scripts.unlock.prepare_invoke();
         inv.key(self.keys.lock(name)).arg(token);
         self.conn.bounded("unlock", self.conn.invoke::<i64>("unlock", &inv)).await.map(|_| ())
-    }
-
-    #[tracing::instrument(name = "redis_store.ping", skip_all)]
-    async fn ping(&self) -> Result<(), StoreError> {
-        if !self.conn.is_cluster() {
-            let cmd = redis::cmd("PING");
-            return self
-                .conn
-                .bounded("ping", self.conn.query::<String>("ping", true, &cmd))
-                .await
-                .map(|_| ());
-        }
-        // A cluster is ready when it serves every slot, as one of its nodes
-        // sees it (a master down longer than the node timeout makes it `fail`).
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("INFO");
-        let info = self.conn.bounded("ping", self.conn.query::<String>("ping", true, &cmd)).await?;
-        if info.lines().any(|l| l.trim() == "cluster_state:ok") {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable("redis ping: the cluster does not serve every slot".into()))
-        }
-    }
-
-    /// One script (`INCR`, then `PEXPIRE` on a new counter). Retried once
-    /// like every script: if a first run took effect but its reply was lost,
-    /// the failure counts twice (fail closed: the budget only runs out sooner).
-    #[tracing::instrument(name = "redis_store.count_failure", skip_all, fields(kind = id.kind.namespace()))]
-    async fn count_failure(&self, id: &SessionId, window: Duration) -> Result<u64, StoreError> {
-        let mut inv = self.scripts.count_failure.prepare_invoke();
-        inv.key(self.keys.failures(id)).arg(ttl_ms(window));
-        self.conn.bounded("count_failure", self.conn.invoke::<u64>("count_failure", &inv)).await
     }
 }
 
