@@ -15,7 +15,7 @@ use crate::mongo::MongoConfig;
 use crate::pk::BoardCacheConfig;
 use std::num::NonZeroU32;
 
-use crate::session::{L1Config, WxSessionLayerBuilder};
+use crate::session::{L1Config, SessionConfig, WxSessionLayerBuilder};
 
 /// The config file used when none is given.
 pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
@@ -507,17 +507,23 @@ pub struct LoginRateLimitSection {
 }
 
 impl Default for SessionSection {
+    /// The session library's own defaults, so the two cannot drift.
     fn default() -> Self {
+        let d = SessionConfig::default();
+        let budget = d.exchange_budget();
         Self {
             store: StoreKind::Memory,
-            compat_ttl: Duration::from_secs(24 * 3600),
-            token_idle_ttl: Duration::from_secs(7 * 24 * 3600),
-            token_max_lifetime: Duration::from_secs(30 * 24 * 3600),
-            ignore: vec!["/healthz".into(), "/readyz".into()],
+            compat_ttl: d.compat_ttl(),
+            token_idle_ttl: d.token_idle_ttl(),
+            token_max_lifetime: d.token_max_lifetime(),
+            ignore: d.ignore().to_vec(),
             memory_max_entries: 100_000,
-            login_rate_limit: Some(LoginRateLimitSection { per_minute: 60, burst: 20 }),
-            exchanges_per_second: 50,
-            exchanges_burst: 100,
+            login_rate_limit: d.login_rate_limit().map(|l| LoginRateLimitSection {
+                per_minute: l.per_minute.get(),
+                burst: l.burst.get(),
+            }),
+            exchanges_per_second: budget.map_or(50, |b| b.per_second.get()),
+            exchanges_burst: budget.map_or(100, |b| b.burst.get()),
             l1: false,
             l1_ttl: Duration::from_secs(1),
             l1_max_entries: 100_000,
