@@ -2,7 +2,7 @@
 //! embedded fake WeChat, graceful shutdown on SIGTERM, SIGHUP without TLS,
 //! start-up errors for bad certificates.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

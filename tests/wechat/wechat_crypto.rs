@@ -1,7 +1,7 @@
 //! Open-data decryption and push signatures over real values: WeChat's own
 //! published sample, and data encrypted by the fake WeChat over HTTP.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 

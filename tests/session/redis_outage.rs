@@ -2,7 +2,7 @@
 //! `Unavailable` quickly while Redis is down, and recovers by itself; the
 //! gateway in front of it logs the outage at a bounded rate.
 
-mod support;
+use crate::support;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};

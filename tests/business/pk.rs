@@ -2,7 +2,7 @@
 //! by the decrypted share ticket, steps only from decrypted WeRun data, daily
 //! rankings in Asia/Shanghai.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 

@@ -3,7 +3,7 @@
 //! padding oracle (one answer for every key-dependent failure) and the
 //! per-session failure budget that revokes.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Redis going away under a running gateway: 503 envelopes within the bound,
 //! no crash or hang, normal service once Redis is back.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

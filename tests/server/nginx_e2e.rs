@@ -9,7 +9,7 @@
 //! Without nginx the tests print a note and pass, unless `CI` is set: then
 //! they fail (see `support::nginx::nginx_or_skip`).
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! is down (or while its indexes cannot be created) keeps its data routes at
 //! 503 until the start-up index creation has succeeded.
 
-mod support;
+use crate::support;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The shared access token against the fake WeChat over real HTTP, with a real
 //! Redis shared by two gateway instances (or the memory store).
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! author's own list, author edits and deletes, moderation by the admin token,
 //! and WeChat content security.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

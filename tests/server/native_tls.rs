@@ -2,7 +2,7 @@
 //! the TLS port refused cleanly, clear start-up errors for bad certificates,
 //! and certificate reload on SIGHUP (on the real binary).
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! cluster is not there yet. The store contract itself runs against the
 //! cluster in `store_contract.rs`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -2,7 +2,7 @@
 //! Captures every tracing event (all levels) of a run with good and failing
 //! logins; a test binary of its own because it installs a global subscriber.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::app::{APP_ID, APP_SECRET, AppOptions, encrypt_for, raw_data, sign, spawn_app};

@@ -1,6 +1,6 @@
 //! The token dialect over real HTTP, against a real redis-server.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

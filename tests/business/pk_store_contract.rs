@@ -3,7 +3,7 @@
 //! database per case), and against the board cache over each of them, so the
 //! backends cannot drift apart.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! own database per case), and against the feed-head cache over each of them,
 //! so the backends cannot drift apart.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The compat dialect (weapp-session 0.3 headers) over real HTTP, against a
 //! real redis-server and the fake WeChat.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! is a trusted proxy, also when the peer arrives IPv4-mapped on a
 //! dual-stack listener.
 
-mod support;
+use crate::support;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};

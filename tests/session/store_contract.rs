@@ -2,7 +2,7 @@
 //! the in-memory store, a real Redis and a real three-master Redis Cluster, so
 //! the backends cannot drift.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

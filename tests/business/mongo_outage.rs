@@ -2,7 +2,7 @@
 //! `Unavailable` within the op timeout while it is down, and recover by
 //! themselves once it is back.
 
-mod support;
+use crate::support;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -2,7 +2,7 @@
 //! `echostr`) and pushed messages (POST answers `success`), both only with
 //! WeChat's signature: sha1 of the sorted token, timestamp and nonce.
 
-mod support;
+use crate::support;
 
 use chrono::{TimeZone, Utc};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! another instance is seen within the TTL, a local logout at once, and the
 //! token's sliding expiry is refreshed at most once per L1 window.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

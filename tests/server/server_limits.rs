@@ -3,7 +3,7 @@
 //! route and the header-size limit. Timeouts are configured short (about a
 //! second) so every case is quick; every wait is bounded.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
