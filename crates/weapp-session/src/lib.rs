@@ -37,6 +37,8 @@
 //!   is a plain tower layer over any `http` service.
 //! - `redis`: [`store::RedisStore`] on one Redis; `redis-cluster`: on a Redis
 //!   Cluster too.
+//! - `test-util`: `test_util`, the store contract suite that a store of your
+//!   own runs against itself, and helpers that sign logins like the client.
 //!
 //! The protocol, every reason and its status: `docs/protocol.md` in the
 //! repository.
@@ -56,6 +58,9 @@ mod layer;
 mod login;
 mod routes;
 pub mod store;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
 
 pub use client_addr::{ClientAddr, ClientAddrLayer, PeerFn, client_ip};
 #[doc(hidden)]

@@ -13,8 +13,8 @@ use axum::routing::get;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use sha1::Digest;
 use tower::ServiceExt;
+use weapp_session::test_util::compat_login_headers;
 use weapp_session::{
     ClientAddrLayer, CodeExchanger, ERROR_MAGIC, ExchangeError, Exchanged, MemoryStore, WxSession,
     WxSessionLayerBuilder, require_login, token_routes,
@@ -90,14 +90,8 @@ fn login(code: &str) -> Request<Body> {
 async fn compat_headers_log_in_once_then_the_code_alone_is_the_session() {
     let (app, wechat) = app(|b| b);
     let raw = r#"{"nickName":"小明"}"#;
-    let signature = hex::encode(sha1::Sha1::digest(format!("{raw}{KEY}").as_bytes()));
-    let encoded = percent_encoding::utf8_percent_encode(raw, percent_encoding::NON_ALPHANUMERIC);
-    let first = Request::get("/me")
-        .header("x-wx-code", "code-o_ming")
-        .header("x-wx-rawdata", encoded.to_string())
-        .header("x-wx-signature", signature)
-        .body(Body::empty())
-        .unwrap();
+    let mut first = Request::get("/me").body(Body::empty()).unwrap();
+    *first.headers_mut() = compat_login_headers("code-o_ming", raw, KEY).unwrap();
     assert_eq!(send(&app, first).await, (StatusCode::OK, "o_ming".to_owned()));
     let again = Request::get("/me").header("x-wx-code", "code-o_ming").body(Body::empty());
     assert_eq!(send(&app, again.unwrap()).await, (StatusCode::OK, "o_ming".to_owned()));
