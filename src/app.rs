@@ -1,60 +1,45 @@
-//! Router assembly: the session layer, the gateway's routes, health and the
-//! access log. `router()` is separate from serving so tests can drive it.
+//! Router assembly: each business module's router (with its own state), the
+//! session layer over the user routes, the routes beside it, and the layers
+//! around everything. `router()` is separate from serving so tests can drive
+//! it.
+//!
+//! # State
+//!
+//! Every business module owns its state type, one `Arc` each, so the clone
+//! axum makes per request stays a reference-count bump:
+//! [`OpenDataState`], [`PkState`], [`NoticesState`], [`MessageState`],
+//! [`HealthState`]. [`AppState`] only holds them; it hands each module its
+//! own through [`FromRef`], and no module knows about it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Body;
-use bytes::Bytes;
-use std::net::{IpAddr, SocketAddr};
-
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
-use http::{HeaderValue, StatusCode, header};
-use serde_json::json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::middleware;
+use secrecy::SecretString;
 use tower_http::timeout::RequestBodyDeadlineLayer;
 
-use secrecy::SecretString;
-
 use crate::clock::Clock;
-use crate::config::ServerConfig;
-use crate::error::AppError;
-use crate::notices::{NoticeStore, routes as notices};
-use crate::pk::{PkStore, routes as pk};
-use crate::session::{
-    ClientIp, SessionEngine, SessionError, UserTag, WxSession, WxSessionLayer, client_ip,
-    error_response, token_routes,
-};
+use crate::config::{OpenDataSection, ServerConfig};
+use crate::error::{method_not_allowed, not_found};
+use crate::health::{Health, HealthState};
+use crate::limits::Limits;
+use crate::message::{Message, MessageState};
+use crate::middleware::{access_log, catch_panic, request_timeout};
+use crate::notices::{NoticeStore, Notices, NoticesState};
+use crate::open_data::{OpenData, OpenDataState};
+use crate::pk::{Pk, PkState, PkStore};
+use crate::session::{SessionEngine, WxSessionLayer, token_routes};
 use crate::wechat::{AccessTokens, FakeWeChat};
-use crate::{message, open_data};
+use crate::{health, me, message, notices, open_data, pk};
 
 /// Where the embedded fake WeChat API is served in dev mode.
 pub const FAKE_WECHAT_PATH: &str = "/__wechat";
 
-/// What the handlers share: one allocation, so the per-request clone axum
-/// makes of the state is a reference-count bump (it used to copy the AppID
-/// and both secrets, and wipe the copies, several times per request).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl From<Shared> for AppState {
-    fn from(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The contents of [`AppState`].
+/// The parts the business modules are built from, as the server assembles
+/// them; [`AppState::from`] hands each module the ones it needs.
 pub struct Shared {
     /// The session engine (also behind the layer).
     pub sessions: Arc<SessionEngine>,
@@ -70,25 +55,96 @@ pub struct Shared {
     pub pk_tz: chrono_tz::Tz,
     /// Most entries in a ranking answer.
     pub pk_ranking_limit: u32,
+    /// Oldest ranking day: today minus this many days.
+    pub pk_retention_days: u32,
     /// Run msgSecCheck on notice text.
     pub content_security: bool,
     /// Bearer token of the moderation routes.
     pub admin_token: Option<SecretString>,
     /// Message-push token.
     pub message_token: Option<SecretString>,
+    /// How far a message push `timestamp` may be from now.
+    pub message_max_clock_skew: Duration,
     /// "Now".
     pub clock: Clock,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpAddr]>,
-    /// Write limits and request rules of the business routes.
-    pub limits: crate::limits::Limits,
+    /// The notice routes' write limits and request rules.
+    pub limits: Limits,
     /// Open-data rules: the decryption-failure budget and freshness.
-    pub open_data: crate::config::OpenDataSection,
+    pub open_data: OpenDataSection,
 }
 
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("app_id", &self.0.app_id).finish_non_exhaustive()
+/// The gateway's state: each module's own state, handed out by [`FromRef`].
+#[derive(Clone, Debug, FromRef)]
+pub struct AppState {
+    open_data: OpenDataState,
+    pk: PkState,
+    notices: NoticesState,
+    message: MessageState,
+    health: HealthState,
+    /// Peers whose `X-Forwarded-For` the access log believes.
+    trusted_proxies: Arc<[IpAddr]>,
+}
+
+impl From<Shared> for AppState {
+    fn from(shared: Shared) -> Self {
+        let Shared {
+            sessions,
+            tokens,
+            app_id,
+            pk,
+            notices,
+            pk_tz,
+            pk_ranking_limit,
+            pk_retention_days,
+            content_security,
+            admin_token,
+            message_token,
+            message_max_clock_skew,
+            clock,
+            trusted_proxies,
+            limits,
+            open_data,
+        } = shared;
+        let health = HealthState::from(Health {
+            sessions: sessions.store().clone(),
+            pk: pk.clone(),
+            notices: notices.clone(),
+        });
+        let open_data = OpenDataState::from(OpenData {
+            sessions,
+            tokens: tokens.clone(),
+            app_id,
+            rules: open_data,
+            clock: clock.clone(),
+        });
+        Self {
+            pk: PkState::from(Pk {
+                store: pk,
+                open_data: open_data.clone(),
+                tz: pk_tz,
+                ranking_limit: pk_ranking_limit,
+                retention_days: pk_retention_days,
+                clock: clock.clone(),
+            }),
+            notices: NoticesState::from(Notices {
+                store: notices,
+                tokens,
+                content_security,
+                admin_token,
+                limits,
+                clock: clock.clone(),
+            }),
+            message: MessageState::from(Message {
+                token: message_token,
+                max_clock_skew: message_max_clock_skew,
+                clock,
+            }),
+            open_data,
+            health,
+            trusted_proxies,
+        }
     }
 }
 
@@ -103,35 +159,25 @@ pub fn router(
     server: &ServerConfig,
     fake: Option<FakeWeChat>,
 ) -> Router {
-    let base_path = server.base_path.as_str();
-    let engine = layer.engine().clone();
-    let trusted = state.trusted_proxies.clone();
     // Full paths rather than `nest(base_path, …)`: nesting costs every
     // request a URI rewrite and a second routing pass.
-    let at = |path: &str| format!("{base_path}{path}");
+    let base_path = server.base_path.as_str();
+    let engine = layer.engine().clone();
     let users = Router::new()
-        .route(&at("/session/me"), get(me))
-        .route(&at("/open-data/decrypt"), post(open_data::decrypt))
-        .route(&at("/open-data/phone"), post(open_data::phone))
-        .route(&at("/pk/checkin"), post(pk::checkin))
-        .route(&at("/pk/groups"), get(pk::groups))
-        .route(&at("/pk/groups/{open_gid}/ranking"), get(pk::ranking))
-        .route(&at("/notices"), post(notices::create).get(notices::feed))
-        .route(&at("/notices/mine"), get(notices::mine))
-        .route(&at("/notices/{id}"), patch(notices::update).delete(notices::delete))
-        .route(&at("/message/check"), get(message::check).post(message::push))
-        .method_not_allowed_fallback(crate::error::method_not_allowed)
-        .with_state(state.clone())
+        .merge(me::router(base_path))
+        .merge(open_data::router(FromRef::from_ref(&state), base_path))
+        .merge(pk::routes::router(FromRef::from_ref(&state), base_path))
+        .merge(notices::routes::router(FromRef::from_ref(&state), base_path))
+        .merge(message::router(FromRef::from_ref(&state), base_path))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(layer);
     // Outside the session layer: a login may still carry an old token, the
     // admin routes carry their own bearer token, probes carry nothing.
     let outside = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/admin/notices/{id}/ban", post(notices::ban))
-        .route("/admin/notices/{id}/unban", post(notices::unban))
-        .method_not_allowed_fallback(crate::error::method_not_allowed)
-        .with_state(state);
+        .merge(health::router(FromRef::from_ref(&state)))
+        .merge(notices::routes::admin_router(FromRef::from_ref(&state)))
+        .method_not_allowed_fallback(method_not_allowed);
+    let at = |path: &str| format!("{base_path}{path}");
     let mut app = users
         .merge(token_routes(engine, &at("/session/login"), &at("/session/logout")))
         .merge(outside)
@@ -143,140 +189,5 @@ pub fn router(
         .layer(catch_panic())
         .layer(middleware::from_fn_with_state(server.request_timeout, request_timeout))
         .layer(RequestBodyDeadlineLayer::new(server.body_timeout))
-        .layer(middleware::from_fn_with_state(trusted, access_log))
-}
-
-/// Answers `504 ERR_GATEWAY_TIMEOUT` in the envelope when the request takes
-/// longer than `server.request_timeout` (the work below is dropped).
-async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::debug!(?limit, "request timed out");
-            AppError::GatewayTimeout.into_response()
-        }
-    }
-}
-
-/// A panic anywhere below becomes a logged 500 in the error envelope (and an
-/// access-log line) instead of a dropped connection.
-fn catch_panic() -> tower_http::catch_panic::CatchPanicLayer<fn(PanicPayload) -> Response> {
-    tower_http::catch_panic::CatchPanicLayer::custom(panic_response as fn(PanicPayload) -> Response)
-}
-
-type PanicPayload = Box<dyn std::any::Any + Send + 'static>;
-
-fn panic_response(payload: PanicPayload) -> Response {
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %what, "a request handler panicked");
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "ERR_INTERNAL",
-        "internal error; the gateway logged it",
-        json!({}),
-    )
-    .into_response()
-}
-
-/// `GET {base}/session/me`: the current user's info, the stored JSON as is.
-async fn me(session: WxSession) -> Response {
-    let mut response = Response::new(Body::from(Bytes::from_owner(UserJson(session))));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-/// A session's user-info JSON as response bytes, without copying it.
-struct UserJson(WxSession);
-
-impl AsRef<[u8]> for UserJson {
-    fn as_ref(&self) -> &[u8] {
-        self.0.user_info().get().as_bytes()
-    }
-}
-
-/// `GET /healthz`: the process is alive.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
-}
-
-/// `GET /readyz`: the session store answers (the data store's state is
-/// reported too, but session routes work without it, so it does not gate).
-async fn readyz(State(state): State<AppState>) -> Response {
-    let (pk, notices) = tokio::join!(state.pk.ping(), state.notices.ping());
-    let data = if pk.is_ok() && notices.is_ok() { "ok" } else { "unavailable" };
-    match state.sessions.store().ping().await {
-        Ok(()) => Json(json!({"status": "ready", "data": data})).into_response(),
-        Err(e) => {
-            crate::session::warn_limited!(error = %e, "readiness check failed");
-            SessionError::StoreUnavailable.into_response()
-        }
-    }
-}
-
-async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", "no such route", json!({}))
-        .into_response()
-}
-
-/// One log line per request: method, path (never the query), status,
-/// latency, client address and a hashed user tag. Never codes, tokens or
-/// keys. Also establishes the [`ClientIp`] the session layer rate-limits by
-/// (the library's [`client_ip`] rule: trusted proxies, right-most hop).
-async fn access_log(
-    State(trusted): State<Arc<[IpAddr]>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let client = client_ip(peer, request.headers(), &trusted);
-    if let Some(ip) = client {
-        request.extensions_mut().insert(ClientIp(ip));
-    }
-    if !tracing::enabled!(target: "weapp_gateway::access", tracing::Level::INFO) {
-        return next.run(request).await;
-    }
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
-    let tag = response.extensions().get::<UserTag>().map(UserTag::tag);
-    let user = tag.as_deref().unwrap_or("-");
-    tracing::info!(
-        target: "weapp_gateway::access",
-        %method,
-        path,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        client = %client.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
-        user,
-        "request"
-    );
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_handler_answers_a_500_envelope() {
-        use tower::ServiceExt;
-        async fn boom() -> &'static str {
-            panic!("boom")
-        }
-        let app: Router = Router::new().route("/boom", get(boom)).layer(catch_panic());
-        let req = Request::builder().uri("/boom").body(Body::empty()).unwrap();
-        let response = app.oneshot(req).await.unwrap();
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let bytes = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(body[crate::session::ERROR_MAGIC], 1);
-        assert_eq!(body["reason"], "ERR_INTERNAL");
-    }
+        .layer(middleware::from_fn_with_state(state.trusted_proxies, access_log))
 }

@@ -183,6 +183,13 @@ pub async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
 }
 
+/// Answers `404 ERR_NOT_FOUND` "no such route" in the envelope (the router's
+/// fallback).
+pub async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", "no such route", json!({}))
+        .into_response()
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match &self {

@@ -14,9 +14,12 @@ pub mod config;
 pub mod data;
 /// `AppError`, the handlers' error envelope, and envelope-speaking extractors.
 pub mod error;
+pub mod health;
 pub mod limits;
+pub mod me;
 /// WeChat message push verification.
 pub mod message;
+mod middleware;
 /// MongoDB connection, config and indexes for the business data stores.
 pub mod mongo;
 /// Notices: users' posts, a public feed, private and banned states.

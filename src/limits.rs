@@ -1,7 +1,6 @@
-//! Write limits of the business routes: per-user notice posts and edits,
-//! failed admin attempts per client address, and the other request rules
-//! the handlers need from the config (photo hosts, PK date window, message
-//! push clock skew).
+//! Write limits of the notice routes: per-user posts and edits, failed
+//! admin attempts per client address, and the photo hosts a notice may
+//! link to.
 //!
 //! The per-minute counters and the daily edit quota live in this instance's
 //! memory (bounded to [`MAX_KEYS`] keys each; with several instances each
@@ -142,7 +141,7 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The business routes' limits and request rules, built from the config.
+/// The notice routes' limits and request rules, built from the config.
 pub struct Limits {
     /// Notice posts per user per minute.
     pub posts: Limiter<String>,
@@ -160,12 +159,8 @@ pub struct Limits {
     pub admin_failures: Limiter<IpAddr>,
     /// Allowed photo hosts (empty: any DNS host).
     pub photo_hosts: Vec<String>,
-    /// The PK timezone (days of the quotas and of the ranking window).
+    /// The PK timezone (the days of the daily quotas).
     pub tz: Tz,
-    /// Oldest ranking day: today minus this many days.
-    pub pk_retention_days: u32,
-    /// How far a message push `timestamp` may be from now.
-    pub message_max_clock_skew: Duration,
 }
 
 impl Limits {
@@ -183,8 +178,6 @@ impl Limits {
             admin_failures: Limiter::new(n.admin_failures_per_minute, minute),
             photo_hosts: n.photo_hosts.clone(),
             tz,
-            pk_retention_days: config.pk.retention_days,
-            message_max_clock_skew: config.message.max_clock_skew,
         })
     }
 }

@@ -15,17 +15,72 @@
 //! probes a CBC padding oracle attack needs. A budget that cannot be checked (store down) answers
 //! 503, never the failure itself.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
+use crate::clock::Clock;
+use crate::config::OpenDataSection;
 use crate::error::{AppError, AppJson};
 use crate::session::store::SessionId;
-use crate::session::{SessionError, WxSession};
-use crate::wechat::{Freshness, decrypt_open_data_fresh};
+use crate::session::{SessionEngine, SessionError, WxSession};
+use crate::wechat::{AccessTokens, Freshness, decrypt_open_data_fresh};
+
+/// What the open-data routes need, and what [`OpenDataState::decrypt`] needs
+/// wherever a route decrypts (the PK check-in too).
+pub struct OpenData {
+    /// The session engine: counts decryption failures in its store, revokes
+    /// a session past the budget, saves a unionId.
+    pub sessions: Arc<SessionEngine>,
+    /// The shared access token and the WeChat calls that need it (the phone
+    /// number by code).
+    pub tokens: AccessTokens,
+    /// The mini-program's AppID (the open-data watermark must match it).
+    pub app_id: String,
+    /// Open-data rules: the decryption-failure budget and freshness.
+    pub rules: OpenDataSection,
+    /// "Now" (the freshness check).
+    pub clock: Clock,
+}
+
+/// The open-data routes' state: one allocation, so the clone axum makes per
+/// request is a reference-count bump.
+#[derive(Clone)]
+pub struct OpenDataState(Arc<OpenData>);
+
+impl From<OpenData> for OpenDataState {
+    fn from(open_data: OpenData) -> Self {
+        Self(Arc::new(open_data))
+    }
+}
+
+impl std::ops::Deref for OpenDataState {
+    type Target = OpenData;
+
+    fn deref(&self) -> &OpenData {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for OpenDataState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenDataState").field("app_id", &self.app_id).finish_non_exhaustive()
+    }
+}
+
+/// `POST {base}/open-data/decrypt` and `POST {base}/open-data/phone`, for
+/// the caller to put behind the session layer.
+pub fn router(state: OpenDataState, base_path: &str) -> Router {
+    Router::new()
+        .route(&format!("{base_path}/open-data/decrypt"), post(decrypt))
+        .route(&format!("{base_path}/open-data/phone"), post(phone))
+        .with_state(state)
+}
 
 /// `{encryptedData, iv}` as the mini-program API hands them out.
 #[derive(Clone, Debug, Deserialize)]
@@ -48,7 +103,7 @@ pub fn profile(session: &WxSession) -> (String, String) {
     (crate::text::profile_line(field("nickName")), crate::text::avatar_url(field("avatarUrl")))
 }
 
-impl AppState {
+impl OpenDataState {
     /// Decrypt `data` with the caller's session_key and check the watermark
     /// (and its age, when `open_data.max_age` is set).
     ///
@@ -62,7 +117,7 @@ impl AppState {
         headers: &HeaderMap,
         data: &Encrypted,
     ) -> Result<Value, AppError> {
-        let rules = &self.open_data;
+        let rules = &self.rules;
         let freshness = rules.max_age.map(|max_age| Freshness {
             now: self.clock.now().timestamp(),
             max_age,
@@ -123,7 +178,7 @@ fn union_id_to_save<'a>(session: &WxSession, data: &'a Value) -> Option<&'a str>
 /// the data's `openId` is the caller's.
 #[tracing::instrument(skip_all)]
 pub async fn decrypt(
-    State(state): State<AppState>,
+    State(state): State<OpenDataState>,
     session: WxSession,
     headers: HeaderMap,
     AppJson(body): AppJson<Encrypted>,
@@ -153,7 +208,7 @@ pub enum PhoneRequest {
 /// `POST {base}/open-data/phone`: `{"phoneInfo": {phoneNumber, purePhoneNumber, countryCode, ...}}`.
 #[tracing::instrument(skip_all)]
 pub async fn phone(
-    State(state): State<AppState>,
+    State(state): State<OpenDataState>,
     session: WxSession,
     headers: HeaderMap,
     body: Result<AppJson<PhoneRequest>, AppError>,

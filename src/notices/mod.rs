@@ -11,6 +11,7 @@ pub use cached::CachedNoticeStore;
 pub use memory::{DEFAULT_MEMORY_MAX_NOTICES, MemoryNoticeStore};
 pub use model::{NewNotice, Notice, NoticePatch, NoticeState, Visibility};
 pub use mongo::MongoNoticeStore;
+pub use routes::{Notices, NoticesState};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,27 +1,95 @@
 //! Notice endpoints: post, public feed, own list, author edits, moderation.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::routing::{get, patch, post};
+use axum::{Extension, Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, StatusCode};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::AuthorChange;
 use super::model::{NewNotice, Notice, NoticePatch, NoticeState, Visibility};
-use crate::app::AppState;
+use super::{AuthorChange, NoticeStore};
+use crate::clock::Clock;
 use crate::error::{AppError, AppJson, AppPath, AppQuery};
-use crate::limits::{Limiter, address_key, day_bounds, retry_after};
+use crate::limits::{Limiter, Limits, address_key, day_bounds, retry_after};
 use crate::open_data::profile;
 use crate::session::{ClientIp, WxSession};
 use crate::text;
+use crate::wechat::AccessTokens;
 use chrono::{DateTime, Utc};
+
+/// What the notice routes (users' and moderators') need.
+pub struct Notices {
+    /// The notices.
+    pub store: Arc<dyn NoticeStore>,
+    /// The shared access token and the WeChat calls that need it
+    /// (msgSecCheck).
+    pub tokens: AccessTokens,
+    /// Run msgSecCheck on notice text.
+    pub content_security: bool,
+    /// Bearer token of the moderation routes (none or empty: they answer 401).
+    pub admin_token: Option<SecretString>,
+    /// Post, edit and failed-admin-attempt limits, photo hosts.
+    pub limits: Limits,
+    /// "Now".
+    pub clock: Clock,
+}
+
+/// The notice routes' state: one allocation, so the clone axum makes per
+/// request is a reference-count bump.
+#[derive(Clone)]
+pub struct NoticesState(Arc<Notices>);
+
+impl From<Notices> for NoticesState {
+    fn from(notices: Notices) -> Self {
+        Self(Arc::new(notices))
+    }
+}
+
+impl std::ops::Deref for NoticesState {
+    type Target = Notices;
+
+    fn deref(&self) -> &Notices {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for NoticesState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoticesState")
+            .field("content_security", &self.content_security)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The users' routes: `POST`/`GET {base}/notices`, `GET {base}/notices/mine`,
+/// `PATCH`/`DELETE {base}/notices/{id}`, for the caller to put behind the
+/// session layer.
+pub fn router(state: NoticesState, base_path: &str) -> Router {
+    Router::new()
+        .route(&format!("{base_path}/notices"), post(create).get(feed))
+        .route(&format!("{base_path}/notices/mine"), get(mine))
+        .route(&format!("{base_path}/notices/{{id}}"), patch(update).delete(delete))
+        .with_state(state)
+}
+
+/// The moderation routes, `POST /admin/notices/{id}/ban` and `/unban`
+/// (outside `server.base_path`), for the caller to mount outside the session
+/// layer: they carry the admin bearer token, not a user's session.
+pub fn admin_router(state: NoticesState) -> Router {
+    Router::new()
+        .route("/admin/notices/{id}/ban", post(ban))
+        .route("/admin/notices/{id}/unban", post(unban))
+        .with_state(state)
+}
 
 /// Longest notice text, in characters.
 pub const MAX_CONTENT_CHARS: usize = 2000;
@@ -115,11 +183,11 @@ fn spend(
 }
 
 /// The per-minute and the daily (store-counted) post limits of `openid`.
-async fn post_allowed(state: &AppState, openid: &str) -> Result<(), AppError> {
+async fn post_allowed(state: &NoticesState, openid: &str) -> Result<(), AppError> {
     let now = state.clock.now();
     spend(&state.limits.posts, "notice posts this minute", openid, now)?;
     let (start, end) = day_bounds(state.limits.tz, now);
-    let today = state.notices.count_by_author_since(openid, start).await;
+    let today = state.store.count_by_author_since(openid, start).await;
     let today = refund_on_storage_error(today, || state.limits.posts.refund(&openid.to_owned()))?;
     if today >= u64::from(state.limits.posts_per_day) {
         return Err(AppError::TooManyRequests {
@@ -145,7 +213,7 @@ fn refund_on_storage_error<T, E: Into<AppError>>(
 }
 
 /// The per-minute and daily edit limits of `openid` (this instance).
-fn edit_allowed(state: &AppState, openid: &str) -> Result<(), AppError> {
+fn edit_allowed(state: &NoticesState, openid: &str) -> Result<(), AppError> {
     let now = state.clock.now();
     spend(&state.limits.edits, "notice edits this minute", openid, now)?;
     spend(&state.limits.edits_daily, "notice edits today", openid, now)
@@ -185,7 +253,7 @@ fn page_answer(notices: Vec<Notice>, limit: u32, keyset: bool) -> Json<Value> {
     Json(json!({ "notices": notices, "nextCursor": next }))
 }
 
-async fn content_check(state: &AppState, openid: &str, content: &str) -> Result<(), AppError> {
+async fn content_check(state: &NoticesState, openid: &str, content: &str) -> Result<(), AppError> {
     if !state.content_security {
         return Ok(());
     }
@@ -199,7 +267,7 @@ async fn content_check(state: &AppState, openid: &str, content: &str) -> Result<
 /// `POST {base}/notices`: 201 with the stored notice.
 #[tracing::instrument(skip_all)]
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<NoticesState>,
     session: WxSession,
     AppJson(body): AppJson<CreateNotice>,
 ) -> Result<Response, AppError> {
@@ -209,7 +277,7 @@ pub async fn create(
     content_check(&state, session.openid(), &content).await?;
     let (nick, avatar) = profile(&session);
     let inserted = state
-        .notices
+        .store
         .insert(NewNotice {
             author_openid: session.openid().to_owned(),
             author_nick_name: nick,
@@ -229,7 +297,7 @@ pub async fn create(
 /// `GET {base}/notices`: the public feed, newest first.
 #[tracing::instrument(skip_all)]
 pub async fn feed(
-    State(state): State<AppState>,
+    State(state): State<NoticesState>,
     AppQuery(page): AppQuery<Page>,
 ) -> Result<Json<Value>, AppError> {
     if let Some(pageno) = page.pageno {
@@ -240,19 +308,19 @@ pub async fn feed(
         let skip = (pageno - 1)
             .checked_mul(u64::from(limit))
             .ok_or_else(|| AppError::InvalidRequest("pageno is too large".into()))?;
-        let notices = state.notices.feed_offset(skip, limit).await?;
+        let notices = state.store.feed_offset(skip, limit).await?;
         return Ok(page_answer(notices, limit, false));
     }
     let limit = limit_of(page.limit.or(page.pagesize))?;
     let before = page.cursor.as_deref().map(decode_cursor).transpose()?;
-    let notices = state.notices.feed(before.as_deref(), limit).await?;
+    let notices = state.store.feed(before.as_deref(), limit).await?;
     Ok(page_answer(notices, limit, true))
 }
 
 /// `GET {base}/notices/mine`: the caller's notices in every state.
 #[tracing::instrument(skip_all)]
 pub async fn mine(
-    State(state): State<AppState>,
+    State(state): State<NoticesState>,
     session: WxSession,
     AppQuery(page): AppQuery<Page>,
 ) -> Result<Json<Value>, AppError> {
@@ -263,21 +331,21 @@ pub async fn mine(
     }
     let limit = limit_of(page.limit.or(page.pagesize))?;
     let before = page.cursor.as_deref().map(decode_cursor).transpose()?;
-    let notices = state.notices.by_author(session.openid(), before.as_deref(), limit).await?;
+    let notices = state.store.by_author(session.openid(), before.as_deref(), limit).await?;
     Ok(page_answer(notices, limit, true))
 }
 
 /// Maps an author-only outcome to the answer. A non-author learns a notice
 /// exists only if it is public: for private and banned ones they get 404.
 async fn author_result<T>(
-    state: &AppState,
+    state: &NoticesState,
     id: &str,
     change: AuthorChange<T>,
 ) -> Result<T, AppError> {
     match change {
         AuthorChange::Done(v) => Ok(v),
         AuthorChange::NotFound => Err(AppError::NotFound("notice")),
-        AuthorChange::NotAuthor => match state.notices.get(id).await? {
+        AuthorChange::NotAuthor => match state.store.get(id).await? {
             Some(n) => Err(not_yours(&n)),
             None => Err(AppError::NotFound("notice")),
         },
@@ -296,7 +364,7 @@ fn not_yours(notice: &Notice) -> AppError {
 /// `PATCH {base}/notices/{id}`: author only.
 #[tracing::instrument(skip_all)]
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<NoticesState>,
     session: WxSession,
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<PatchNotice>,
@@ -317,7 +385,7 @@ pub async fn update(
 }
 
 async fn edit(
-    state: &AppState,
+    state: &NoticesState,
     session: &WxSession,
     id: &str,
     content: Option<String>,
@@ -325,31 +393,31 @@ async fn edit(
 ) -> Result<Json<Notice>, AppError> {
     if let Some(c) = &content {
         // Check authorship before spending a content-security call.
-        match state.notices.get(id).await? {
+        match state.store.get(id).await? {
             None => return Err(AppError::NotFound("notice")),
             Some(n) if n.author_openid != session.openid() => return Err(not_yours(&n)),
             Some(_) => content_check(state, session.openid(), c).await?,
         }
     }
     let patch = NoticePatch { content, visibility };
-    let change = state.notices.update(id, session.openid(), &patch).await?;
+    let change = state.store.update(id, session.openid(), &patch).await?;
     Ok(Json(author_result(state, id, change).await?))
 }
 
 /// `DELETE {base}/notices/{id}`: author only.
 #[tracing::instrument(skip_all)]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<NoticesState>,
     session: WxSession,
     AppPath(id): AppPath<String>,
 ) -> Result<Json<Value>, AppError> {
     check_id(&id)?;
-    let change = state.notices.delete(&id, session.openid()).await?;
+    let change = state.store.delete(&id, session.openid()).await?;
     author_result(&state, &id, change).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+fn require_admin(state: &NoticesState, headers: &HeaderMap) -> Result<(), AppError> {
     // An empty token would match a request without any Authorization header.
     let Some(expected) = state.admin_token.as_ref().filter(|t| !t.expose_secret().is_empty())
     else {
@@ -372,7 +440,11 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> 
 /// [`require_admin`], limited per client address: once an address used up
 /// `notices.admin_failures_per_minute` failures it gets 429 (even with the
 /// right token) until its minute is over.
-fn admin_from(state: &AppState, headers: &HeaderMap, ip: Option<IpAddr>) -> Result<(), AppError> {
+fn admin_from(
+    state: &NoticesState,
+    headers: &HeaderMap,
+    ip: Option<IpAddr>,
+) -> Result<(), AppError> {
     // No address (never behind the access log): one shared bucket.
     let key = address_key(ip.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)));
     let now = state.clock.now();
@@ -392,7 +464,7 @@ fn admin_from(state: &AppState, headers: &HeaderMap, ip: Option<IpAddr>) -> Resu
 }
 
 async fn moderate(
-    state: AppState,
+    state: NoticesState,
     headers: HeaderMap,
     ip: Option<Extension<ClientIp>>,
     id: String,
@@ -400,15 +472,14 @@ async fn moderate(
 ) -> Result<Json<Notice>, AppError> {
     admin_from(&state, &headers, ip.map(|Extension(ClientIp(ip))| ip))?;
     check_id(&id)?;
-    let notice =
-        state.notices.set_banned(&id, banned).await?.ok_or(AppError::NotFound("notice"))?;
+    let notice = state.store.set_banned(&id, banned).await?.ok_or(AppError::NotFound("notice"))?;
     tracing::info!(banned, "notice moderated");
     Ok(Json(notice))
 }
 
 /// `POST /admin/notices/{id}/ban` (admin bearer token).
 pub async fn ban(
-    State(state): State<AppState>,
+    State(state): State<NoticesState>,
     headers: HeaderMap,
     ip: Option<Extension<ClientIp>>,
     AppPath(id): AppPath<String>,
@@ -418,7 +489,7 @@ pub async fn ban(
 
 /// `POST /admin/notices/{id}/unban` (admin bearer token).
 pub async fn unban(
-    State(state): State<AppState>,
+    State(state): State<NoticesState>,
     headers: HeaderMap,
     ip: Option<Extension<ClientIp>>,
     AppPath(id): AppPath<String>,

@@ -14,6 +14,7 @@ pub use cached::{BoardCacheConfig, CachedPkStore};
 pub use memory::{DEFAULT_MEMORY_MAX_PK_RECORDS, MemoryPkStore};
 pub use model::{GroupRank, Membership, RankedEntry, StepCheckin, StepRecord};
 pub use mongo::MongoPkStore;
+pub use routes::{Pk, PkState};
 
 use async_trait::async_trait;
 

@@ -1,19 +1,76 @@
 //! PK endpoints: check in with decrypted WeRun steps, read a group's ranking,
 //! list the caller's groups.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::PkStore;
 use super::model::{GroupRank, RankedEntry, StepCheckin};
-use crate::app::AppState;
+use crate::clock::Clock;
 use crate::error::{AppError, AppJson, AppPath, AppQuery};
-use crate::open_data::{Encrypted, profile};
+use crate::open_data::{Encrypted, OpenDataState, profile};
 use crate::session::WxSession;
+
+/// What the PK routes need.
+pub struct Pk {
+    /// PK records and memberships.
+    pub store: Arc<dyn PkStore>,
+    /// Decrypts the share info and the WeRun data (with the open-data
+    /// routes' failure budget).
+    pub open_data: OpenDataState,
+    /// The timezone whose midnight starts a PK day.
+    pub tz: Tz,
+    /// Most entries in a ranking answer.
+    pub ranking_limit: u32,
+    /// Oldest ranking day: today minus this many days.
+    pub retention_days: u32,
+    /// "Now".
+    pub clock: Clock,
+}
+
+/// The PK routes' state: one allocation, so the clone axum makes per request
+/// is a reference-count bump.
+#[derive(Clone)]
+pub struct PkState(Arc<Pk>);
+
+impl From<Pk> for PkState {
+    fn from(pk: Pk) -> Self {
+        Self(Arc::new(pk))
+    }
+}
+
+impl std::ops::Deref for PkState {
+    type Target = Pk;
+
+    fn deref(&self) -> &Pk {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PkState").field("tz", &self.tz).finish_non_exhaustive()
+    }
+}
+
+/// `POST {base}/pk/checkin`, `GET {base}/pk/groups` and
+/// `GET {base}/pk/groups/{openGId}/ranking`, for the caller to put behind
+/// the session layer.
+pub fn router(state: PkState, base_path: &str) -> Router {
+    Router::new()
+        .route(&format!("{base_path}/pk/checkin"), post(checkin))
+        .route(&format!("{base_path}/pk/groups"), get(groups))
+        .route(&format!("{base_path}/pk/groups/{{open_gid}}/ranking"), get(ranking))
+        .with_state(state)
+}
 
 /// Most groups `GET {base}/pk/groups` lists (the most recently joined).
 pub const MAX_GROUPS: u32 = 200;
@@ -85,25 +142,25 @@ fn valid_gid(gid: &str) -> Result<(), AppError> {
 /// `POST {base}/pk/checkin`: records today's steps in the group, answers its ranking.
 #[tracing::instrument(skip_all)]
 pub async fn checkin(
-    State(state): State<AppState>,
+    State(state): State<PkState>,
     session: WxSession,
     headers: HeaderMap,
     AppJson(body): AppJson<CheckinRequest>,
 ) -> Result<Json<RankingResponse>, AppError> {
     let open_gid = match (&body.share, &body.open_g_id) {
         (Some(share), _) => {
-            let info = state.decrypt(&session, &headers, share).await?;
+            let info = state.open_data.decrypt(&session, &headers, share).await?;
             let gid = info
                 .get("openGId")
                 .and_then(Value::as_str)
                 .ok_or_else(|| AppError::InvalidRequest("the share info has no openGId".into()))?;
             valid_gid(gid)?;
-            state.pk.add_membership(gid, session.openid()).await?;
+            state.store.add_membership(gid, session.openid()).await?;
             gid.to_owned()
         }
         (None, Some(gid)) => {
             valid_gid(gid)?;
-            if !state.pk.is_member(gid, session.openid()).await? {
+            if !state.store.is_member(gid, session.openid()).await? {
                 return Err(AppError::NotAMember);
             }
             gid.clone()
@@ -114,10 +171,10 @@ pub async fn checkin(
             ));
         }
     };
-    let werun = state.decrypt(&session, &headers, &body.werun).await?;
+    let werun = state.open_data.decrypt(&session, &headers, &body.werun).await?;
     let now = state.clock.now();
-    let today = date_in(state.pk_tz, now);
-    let steps = todays_steps(&werun, state.pk_tz, &today)?;
+    let today = date_in(state.tz, now);
+    let steps = todays_steps(&werun, state.tz, &today)?;
     let (nick_name, avatar_url) = profile(&session);
     let checkin = StepCheckin {
         open_gid: open_gid.clone(),
@@ -128,17 +185,17 @@ pub async fn checkin(
         avatar_url,
         at: now,
     };
-    state.pk.upsert_steps(&checkin).await?;
+    state.store.upsert_steps(&checkin).await?;
     Ok(Json(ranking_of(&state, &open_gid, &today, session.openid()).await?))
 }
 
 async fn ranking_of(
-    state: &AppState,
+    state: &PkState,
     gid: &str,
     date: &str,
     me: &str,
 ) -> Result<RankingResponse, AppError> {
-    let records = state.pk.ranking(gid, date, state.pk_ranking_limit).await?;
+    let records = state.store.ranking(gid, date, state.ranking_limit).await?;
     let entries: Vec<RankedEntry> = records
         .into_iter()
         .enumerate()
@@ -152,7 +209,7 @@ async fn ranking_of(
         .collect();
     let mine = match entries.iter().find(|e| e.is_me) {
         Some(e) => Some(e.clone()),
-        None => state.pk.rank_of(gid, date, me).await?.map(|(rank, r)| RankedEntry {
+        None => state.store.rank_of(gid, date, me).await?.map(|(rank, r)| RankedEntry {
             rank,
             nick_name: r.nick_name,
             avatar_url: r.avatar_url,
@@ -160,7 +217,7 @@ async fn ranking_of(
             is_me: true,
         }),
     };
-    let participants = state.pk.participants(gid, date).await?;
+    let participants = state.store.participants(gid, date).await?;
     Ok(RankingResponse {
         open_g_id: gid.to_owned(),
         date: date.to_owned(),
@@ -204,20 +261,18 @@ fn ranking_date(
 /// `GET {base}/pk/groups/{openGId}/ranking?date=`: members only.
 #[tracing::instrument(skip_all)]
 pub async fn ranking(
-    State(state): State<AppState>,
+    State(state): State<PkState>,
     session: WxSession,
     AppPath(gid): AppPath<String>,
     AppQuery(q): AppQuery<RankingQuery>,
 ) -> Result<Json<RankingResponse>, AppError> {
     valid_gid(&gid)?;
     let date = match q.date {
-        Some(d) => {
-            ranking_date(&d, state.pk_tz, state.clock.now(), state.limits.pk_retention_days)?
-        }
-        None => date_in(state.pk_tz, state.clock.now()),
+        Some(d) => ranking_date(&d, state.tz, state.clock.now(), state.retention_days)?,
+        None => date_in(state.tz, state.clock.now()),
     };
     // The date was checked before any store or cache is touched.
-    if !state.pk.is_member(&gid, session.openid()).await? {
+    if !state.store.is_member(&gid, session.openid()).await? {
         return Err(AppError::NotAMember);
     }
     Ok(Json(ranking_of(&state, &gid, &date, session.openid()).await?))
@@ -227,14 +282,14 @@ pub async fn ranking(
 /// groups, newest first, with their rank today.
 #[tracing::instrument(skip_all)]
 pub async fn groups(
-    State(state): State<AppState>,
+    State(state): State<PkState>,
     session: WxSession,
 ) -> Result<Json<Value>, AppError> {
-    let today = date_in(state.pk_tz, state.clock.now());
+    let today = date_in(state.tz, state.clock.now());
     let mut groups = Vec::new();
-    for m in state.pk.memberships(session.openid(), MAX_GROUPS).await? {
-        let mine = state.pk.rank_of(&m.open_gid, &today, session.openid()).await?;
-        let participants = state.pk.participants(&m.open_gid, &today).await?;
+    for m in state.store.memberships(session.openid(), MAX_GROUPS).await? {
+        let mine = state.store.rank_of(&m.open_gid, &today, session.openid()).await?;
+        let participants = state.store.participants(&m.open_gid, &today).await?;
         groups.push(GroupRank {
             open_gid: m.open_gid,
             rank: mine.as_ref().map(|(rank, _)| *rank),
