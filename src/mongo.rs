@@ -2,7 +2,8 @@
 //! section, the (lazy) connection, the per-operation bound and error mapping,
 //! and the indexes every store relies on.
 //!
-//! Collections, fields and indexes (all created by [`ensure_indexes`]):
+//! Collections, fields and indexes (all created by [`MongoPkStore::init`]
+//! and [`MongoNoticeStore::init`]):
 //!
 //! | collection   | fields | indexes |
 //! |--------------|--------|---------|
@@ -14,6 +15,9 @@
 //! (group, day, user), so a record expires `retention_days` after it was
 //! created. All datetimes are BSON datetimes (millisecond precision); the
 //! in-memory stores truncate to milliseconds too, so both backends agree.
+//!
+//! [`MongoPkStore::init`]: crate::pk::MongoPkStore::init
+//! [`MongoNoticeStore::init`]: crate::notices::MongoNoticeStore::init
 
 use std::fmt;
 use std::future::Future;

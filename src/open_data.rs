@@ -14,6 +14,8 @@
 //! used-up budget stays with it), and no key ever meets the thousands of
 //! probes a CBC padding oracle attack needs. A budget that cannot be checked (store down) answers
 //! 503, never the failure itself.
+//!
+//! [`SessionId::failure_budget`]: crate::session::store::SessionId::failure_budget
 
 use std::sync::Arc;
 
@@ -118,11 +120,9 @@ impl OpenDataState {
         data: &Encrypted,
     ) -> Result<Value, AppError> {
         let rules = &self.rules;
-        let freshness = rules.max_age.map(|max_age| Freshness {
-            now: self.clock.now().timestamp(),
-            max_age,
-            clock_skew: rules.clock_skew,
-        });
+        let freshness = rules
+            .max_age
+            .map(|max_age| Freshness::new(self.clock.now().timestamp(), max_age, rules.clock_skew));
         let err = match decrypt_open_data_fresh(
             session.session_key(),
             &data.encrypted_data,

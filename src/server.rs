@@ -89,13 +89,12 @@ impl Application {
             Some(_) => format!("{scheme}://{local_addr}{FAKE_WECHAT_PATH}"),
             None => config.wechat.api_base.clone(),
         };
-        let client = WeChatClient::new(WeChatConfig {
-            api_base,
-            app_id: config.wechat.app_id.clone(),
-            app_secret: secret,
-            connect_timeout: config.wechat.connect_timeout,
-            timeout: config.wechat.timeout,
-        })
+        let client = WeChatClient::new(
+            WeChatConfig::new(config.wechat.app_id.clone(), secret)
+                .with_api_base(api_base)
+                .with_connect_timeout(config.wechat.connect_timeout)
+                .with_timeout(config.wechat.timeout),
+        )
         .map_err(|e| StartError::Component(format!("wechat client: {e}")))?;
 
         // One backend for the sessions and for the values every instance
@@ -109,22 +108,19 @@ impl Application {
                 StoreKind::Redis => {
                     let redis = Arc::new(
                         if config.redis.is_cluster() {
-                            RedisStore::new_cluster(RedisClusterConfig {
-                                nodes: config
-                                    .redis
-                                    .cluster_nodes
-                                    .iter()
-                                    .map(|n| n.expose_secret().to_owned())
-                                    .collect(),
-                                prefix: config.redis.prefix.clone(),
-                                op_timeout: config.redis.timeout,
-                            })
+                            RedisStore::new_cluster(
+                                RedisClusterConfig::new(
+                                    config.redis.cluster_nodes.iter().map(|n| n.expose_secret()),
+                                )
+                                .with_prefix(config.redis.prefix.clone())
+                                .with_op_timeout(config.redis.timeout),
+                            )
                         } else {
-                            RedisStore::new(RedisStoreConfig {
-                                url: config.redis.url.expose_secret().to_owned(),
-                                prefix: config.redis.prefix.clone(),
-                                op_timeout: config.redis.timeout,
-                            })
+                            RedisStore::new(
+                                RedisStoreConfig::new(config.redis.url.expose_secret())
+                                    .with_prefix(config.redis.prefix.clone())
+                                    .with_op_timeout(config.redis.timeout),
+                            )
                         }
                         .map_err(|e| StartError::Component(format!("redis store: {e}")))?,
                     );
