@@ -1,6 +1,6 @@
 //! Nothing secret reaches the logs: AppSecret, codes, tokens, session keys.
 //! Captures every tracing event (all levels) of a run with good and failing
-//! logins; a test binary of its own because it installs a global subscriber.
+//! logins, and of every other test of this binary running meanwhile.
 
 use crate::support;
 
@@ -10,7 +10,7 @@ use weapp_gateway::wechat::Faults;
 
 #[tokio::test]
 async fn logs_never_contain_secrets() {
-    let captured = support::logs::capture_logs(tracing::Level::TRACE);
+    let captured = support::logs::capture_logs();
 
     let app = spawn_app(AppOptions::redis("no_secrets")).await;
     let mut secrets = vec![APP_SECRET.to_owned()];

@@ -171,26 +171,38 @@ async fn a_silent_server_times_out_instead_of_hanging() {
 
 #[tokio::test]
 async fn an_outage_logs_one_warn_a_second_not_one_per_request() {
-    let captured = support::logs::capture_logs(tracing::Level::WARN);
+    let captured = support::logs::capture_logs();
     let mut redis = RedisServer::start();
     let app = support::app::spawn_app(
         support::app::AppOptions::redis_at(redis.url(), "outage_log").with("redis.timeout", "1s"),
     )
     .await;
     redis.stop();
+    // The budget is one line a second per call site in the whole process, and
+    // other tests of this binary may fail the session store too: their lines
+    // count against the same bound, and one of theirs just before this test
+    // can hold this test's first line back for up to a second. So fail for
+    // longer than a second (at least one line must get through) and count
+    // every line from the start.
+    let mark = captured.mark();
     let started = Instant::now();
     let mut answered = 0;
     let tokens: Vec<String> = (0..25).map(|i| format!("tok-{i}")).collect();
-    for _ in 0..4 {
+    let mut waves = 0;
+    while waves < 4 || started.elapsed() < Duration::from_millis(1_200) {
         let wave = futures_util::future::join_all(tokens.iter().map(|t| app.token_me(t))).await;
         for a in wave {
             assert_eq!((a.status, a.reason()), (503, Some("ERR_SESSION_STORE_UNAVAILABLE")));
             answered += 1;
         }
+        waves += 1;
     }
     let elapsed = started.elapsed();
-    let text = captured.text();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains("session store failed")).collect();
+    let text = captured.since(mark);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("session store failed"))
+        .collect();
     let allowed = elapsed.as_secs() as usize + 1;
     assert!(
         !lines.is_empty() && lines.len() <= allowed,

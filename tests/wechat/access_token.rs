@@ -3,13 +3,13 @@
 
 use crate::support;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
+use support::logs::Captured;
 use support::redis::{shared_redis_url, unique_prefix};
 use tokio::task::JoinSet;
 use weapp_gateway::session::store::{MemoryStore, RedisStore, RedisStoreConfig, SharedStore};
@@ -381,43 +381,10 @@ async fn unreachable_store_falls_back_to_wechat() {
     assert_eq!(fake.stats().calls_to(STABLE_TOKEN), 1);
 }
 
-/// Everything this crate logs during this test binary (all levels).
-///
-/// A global subscriber, installed by every test before it logs anything: a
-/// per-test `set_default` subscriber misses events whose callsites other
-/// tests' threads register concurrently (tracing caches interest globally).
-static LOGS: OnceLock<Captured> = OnceLock::new();
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-    }
-}
-
+/// Every test of this file captures the logs before it logs anything, so
+/// [`tokens_and_secret_never_reach_the_logs`] also covers what they logged.
 fn init_logs() -> &'static Captured {
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("weapp_gateway=trace,weapp_session=trace,weapp_wechat=trace")
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .init();
-        captured
-    })
+    support::logs::capture_logs()
 }
 
 #[tokio::test]

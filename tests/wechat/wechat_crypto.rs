@@ -1,8 +1,6 @@
 //! Open-data decryption and push signatures over real values: WeChat's own
 //! published sample, and data encrypted by the fake WeChat over HTTP.
 
-use crate::support;
-
 use std::net::SocketAddr;
 
 use base64::Engine as _;
