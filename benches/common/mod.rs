@@ -4,10 +4,7 @@
 //! and log users in. Each bench includes it as `mod common;`.
 #![allow(dead_code)]
 
-#[path = "../../tests/support/process.rs"]
-pub mod process;
-#[path = "../../tests/support/wx.rs"]
-pub mod wx;
+pub use weapp_test_support::{process, wx};
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};

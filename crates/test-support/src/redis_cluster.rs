@@ -2,11 +2,11 @@
 //! --cluster-enabled yes`) on free loopback ports, joined with
 //! `redis-cli --cluster create`.
 //!
-//! Every node runs under [`super::process::spawn_guarded`], so none outlives
+//! Every node runs under [`crate::process::spawn_guarded`], so none outlives
 //! the test process (not even the shared cluster a static owns), and each
 //! node's scratch directory is deleted when it stops. Tests share one cluster
 //! per test process ([`shared_cluster_nodes`]) and keep apart by key prefix
-//! ([`super::redis::unique_prefix`]).
+//! ([`crate::redis::unique_prefix`]).
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::process::{Guarded, spawn_guarded};
-use super::redis::answers_ping;
+use crate::process::{Guarded, spawn_guarded};
+use crate::redis::answers_ping;
 
 /// Masters in a test cluster.
 pub const MASTERS: usize = 3;

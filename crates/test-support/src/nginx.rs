@@ -11,7 +11,7 @@
 //! includes `conf.d/*.conf`.
 //!
 //! nginx runs in the foreground (`-g 'daemon off;'`) under
-//! [`super::process::spawn_guarded`], so it never outlives the test process;
+//! [`crate::process::spawn_guarded`], so it never outlives the test process;
 //! the supervisor also deletes the scratch directory.
 
 use std::io::ErrorKind;
@@ -26,8 +26,8 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use super::process::{Guarded, spawn_guarded};
-use super::redis::free_port;
+use crate::process::{Guarded, spawn_guarded};
+use crate::redis::free_port;
 
 /// How long nginx may take to accept its first TLS handshake.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +38,7 @@ pub const SERVER_NAME: &str = "localhost";
 
 /// The shipped site config, the file users copy to /etc/nginx/conf.d/.
 pub fn shipped_config_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx/weapp-gateway.conf")
+    crate::repo_root().join("nginx/weapp-gateway.conf")
 }
 
 /// The shipped site config's text.
