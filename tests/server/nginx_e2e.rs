@@ -517,7 +517,7 @@ async fn the_gateways_own_errors_pass_through_unchanged() {
 
     // The gateway's own 5xx envelope (WeChat answers HTTP 500 -> 502
     // ERR_SESSION_KEY_EXCHANGE_FAILED) is not replaced by nginx's error page.
-    s.fake.set_faults(Faults { http_500: true, ..Faults::default() });
+    s.fake.set_faults(Faults::default().with_http_500());
     let minted = s.fake.mint_code("o_nginx_502", None, None);
     let reply = s.post("/applet/session/login", &[], &json!({"code": minted.code})).await;
     assert_eq!(reply.status, 502, "{}", reply.text);

@@ -194,7 +194,7 @@ async fn a_trickled_body_gets_the_408_envelope() {
 async fn a_handler_slower_than_the_request_timeout_gets_the_504_envelope() {
     let app = app_with(&[("server.request_timeout", json!("1s"))]).await;
     // WeChat answers the login after 1.5 s; the request may take 1 s.
-    app.fake.set_faults(Faults { delay_ms: 1500, ..Faults::default() });
+    app.fake.set_faults(Faults::default().with_delay_ms(1500));
     let minted = app.mint("o_slow_wechat");
     let started = Instant::now();
     let a = app.token_login(&json!({"code": minted.code})).await;

@@ -48,9 +48,9 @@ async fn logs_never_contain_secrets() {
     secrets.extend([d.code.clone(), d.session_key.clone(), token, other_key]);
 
     for faults in [
-        Faults { http_500: true, ..Faults::default() },
-        Faults { busy: 5, ..Faults::default() },
-        Faults { delay_ms: 3_000, ..Faults::default() },
+        Faults::default().with_http_500(),
+        Faults::default().with_busy(5),
+        Faults::default().with_delay_ms(3_000),
     ] {
         app.fake.set_faults(faults);
         let m = app.mint("o_secretive_user");

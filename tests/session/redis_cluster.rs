@@ -20,7 +20,7 @@ use support::redis_cluster::{
 };
 use weapp_gateway::session::store::{
     Expiry, RedisClusterConfig, RedisStore, SessionId, SessionRecord, SessionStore, SharedStore,
-    StoreError, unix_now, user_tag,
+    StoreError, user_tag,
 };
 
 /// A gateway whose session store is the shared test cluster, under `prefix`.
@@ -188,22 +188,15 @@ const FAIL_FAST: Duration = Duration::from_secs(2);
 const LONG: Duration = Duration::from_secs(600);
 
 fn cluster_store(nodes: Vec<String>, test: &str) -> RedisStore {
-    RedisStore::new_cluster(RedisClusterConfig {
-        nodes,
-        prefix: unique_prefix(test),
-        op_timeout: OP_TIMEOUT,
-    })
+    RedisStore::new_cluster(
+        RedisClusterConfig::new(nodes).with_prefix(unique_prefix(test)).with_op_timeout(OP_TIMEOUT),
+    )
     .expect("constructing the store never needs the cluster")
 }
 
 fn record(openid: &str) -> SessionRecord {
-    SessionRecord {
-        openid: openid.to_owned(),
-        session_key: "c2Vzc2lvbi1rZXk=".to_owned(),
-        unionid: None,
-        user: Arc::from(RawValue::from_string(format!(r#"{{"openId":"{openid}"}}"#)).unwrap()),
-        created_at: unix_now(),
-    }
+    let user = RawValue::from_string(format!(r#"{{"openId":"{openid}"}}"#)).unwrap();
+    SessionRecord::new(openid, "c2Vzc2lvbi1rZXk=", Arc::from(user))
 }
 
 async fn assert_unavailable<T: std::fmt::Debug>(
@@ -226,7 +219,7 @@ async fn assert_unavailable<T: std::fmt::Debug>(
 async fn every_op_is_unavailable(store: &RedisStore, secret: &str) {
     let id = SessionId::token("outage");
     let code = SessionId::code("outage");
-    let expiry = Expiry { idle: LONG, max_lifetime: LONG };
+    let expiry = Expiry::new(LONG, LONG);
     assert_unavailable("ping", secret, store.ping()).await;
     assert_unavailable("load", secret, store.load(&id)).await;
     assert_unavailable("load_and_touch", secret, store.load_and_touch(&id, expiry)).await;

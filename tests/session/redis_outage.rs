@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use support::redis::{RedisServer, free_port, unique_prefix};
 use weapp_gateway::session::store::{
     Expiry, RedisStore, RedisStoreConfig, SessionId, SessionRecord, SessionStore, SharedStore,
-    StoreError, unix_now,
+    StoreError,
 };
 
 const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -22,18 +22,15 @@ const FAIL_FAST: Duration = Duration::from_secs(2);
 const LONG: Duration = Duration::from_secs(600);
 
 fn store_at(url: String, test: &str) -> RedisStore {
-    RedisStore::new(RedisStoreConfig { url, prefix: unique_prefix(test), op_timeout: OP_TIMEOUT })
-        .expect("constructing the store never needs Redis")
+    RedisStore::new(
+        RedisStoreConfig::new(url).with_prefix(unique_prefix(test)).with_op_timeout(OP_TIMEOUT),
+    )
+    .expect("constructing the store never needs Redis")
 }
 
 fn record(openid: &str) -> SessionRecord {
-    SessionRecord {
-        openid: openid.to_owned(),
-        session_key: "c2Vzc2lvbi1rZXk=".to_owned(),
-        unionid: None,
-        user: Arc::from(RawValue::from_string(format!(r#"{{"openId":"{openid}"}}"#)).unwrap()),
-        created_at: unix_now(),
-    }
+    let user = RawValue::from_string(format!(r#"{{"openId":"{openid}"}}"#)).unwrap();
+    SessionRecord::new(openid, "c2Vzc2lvbi1rZXk=", Arc::from(user))
 }
 
 /// Run `op`, assert it failed with `Unavailable` within [`FAIL_FAST`], and
@@ -58,7 +55,7 @@ async fn assert_unavailable<T: std::fmt::Debug>(
 /// Every operation of the store fails fast with `Unavailable`.
 async fn every_op_is_unavailable(store: &RedisStore, secret: &str) {
     let id = SessionId::token("outage");
-    let expiry = Expiry { idle: LONG, max_lifetime: LONG };
+    let expiry = Expiry::new(LONG, LONG);
     assert_unavailable("ping", secret, store.ping()).await;
     assert_unavailable("load", secret, store.load(&id)).await;
     assert_unavailable("load_and_touch", secret, store.load_and_touch(&id, expiry)).await;

@@ -232,27 +232,27 @@ async fn slow_wechat_gives_504_within_the_timeout_and_500_gives_502() {
     let app = redis_app("wechat_faults").await;
     let raw = raw_data("ivan");
     let minted = app.mint("o_ivan");
-    app.fake.set_faults(Faults { delay_ms: 4_000, ..Faults::default() });
+    app.fake.set_faults(Faults::default().with_delay_ms(4_000));
     let started = Instant::now();
     let a = app.compat_login(&minted.code, &raw, &sign(&raw, &minted.session_key)).await;
     assert_eq!((a.status, a.reason()), (504, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")));
     assert!(started.elapsed() < Duration::from_millis(3_500), "{:?}", started.elapsed());
 
     let minted = app.mint("o_ivan");
-    app.fake.set_faults(Faults { http_500: true, ..Faults::default() });
+    app.fake.set_faults(Faults::default().with_http_500());
     let a = app.compat_login(&minted.code, &raw, &sign(&raw, &minted.session_key)).await;
     assert_eq!((a.status, a.reason()), (502, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")));
 
     // Still busy after the one retry: WeChat's trouble, an honest 503.
     let minted = app.mint("o_ivan");
-    app.fake.set_faults(Faults { busy: 5, ..Faults::default() });
+    app.fake.set_faults(Faults::default().with_busy(5));
     let a = app.compat_login(&minted.code, &raw, &sign(&raw, &minted.session_key)).await;
     assert_eq!((a.status, a.reason()), (503, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")));
     assert_eq!(a.body["error"]["detail"]["errcode"], -1);
 
     // A busy WeChat (errcode -1) is retried once and then succeeds.
     let minted = app.mint("o_ivan");
-    app.fake.set_faults(Faults { busy: 1, ..Faults::default() });
+    app.fake.set_faults(Faults::default().with_busy(1));
     let a = app.compat_login(&minted.code, &raw, &sign(&raw, &minted.session_key)).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
 }
@@ -310,7 +310,7 @@ async fn a_code_spent_while_its_clients_hang_up_still_logs_in_on_retry() {
     let raw = raw_data("hangup");
     let sig = sign(&raw, &minted.session_key);
     // WeChat spends the code at once and answers 1.2 s later.
-    app.fake.set_faults(Faults { answer_delay_ms: 1_200, ..Faults::default() });
+    app.fake.set_faults(Faults::default().with_answer_delay_ms(1_200));
     let head = format!(
         "GET /applet/session/me HTTP/1.1\r\nX-WX-Code: {}\r\nX-WX-RawData: {}\r\n\
          X-WX-Signature: {sig}",

@@ -213,7 +213,7 @@ async fn a_token_login_whose_client_hangs_up_still_lands_and_the_retry_is_served
     let app = spawn_app(AppOptions::memory()).await;
     let minted = app.mint("o_hangup_token");
     // WeChat spends the code at once and answers 1.2 s later.
-    app.fake.set_faults(Faults { answer_delay_ms: 1_200, ..Faults::default() });
+    app.fake.set_faults(Faults::default().with_answer_delay_ms(1_200));
     let head = "POST /applet/session/login HTTP/1.1\r\nContent-Type: application/json";
     let body = json!({"code": minted.code}).to_string();
     // The first caller, and a waiter that joined it, both go away meanwhile.
@@ -271,7 +271,7 @@ async fn wechats_errmsg_reaches_the_client_scrubbed_and_capped() {
         "invalid code, secret {APP_SECRET}\n2026-12-02T00:00:00Z INFO forged line {}",
         "x".repeat(5_000)
     );
-    app.fake.set_faults(Faults { errcode: 40029, errmsg: hostile, ..Faults::default() });
+    app.fake.set_faults(Faults::default().with_errcode(40029, hostile));
     let a = app.token_login(&json!({"code": app.mint("o_errmsg").code})).await;
     assert_eq!((a.status, a.reason()), (401, Some("ERR_SESSION_KEY_EXCHANGE_FAILED")));
     assert_eq!(a.body["error"]["detail"]["errcode"], 40029);

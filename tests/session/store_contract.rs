@@ -17,11 +17,9 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 async fn redis_keeps_the_store_contract() {
     let url = shared_redis_url();
     check_store(|case| {
-        let cfg = RedisStoreConfig {
-            url: url.clone(),
-            prefix: unique_prefix(case),
-            op_timeout: OP_TIMEOUT,
-        };
+        let cfg = RedisStoreConfig::new(&url)
+            .with_prefix(unique_prefix(case))
+            .with_op_timeout(OP_TIMEOUT);
         async move { RedisStore::new(cfg).unwrap() }
     })
     .await
@@ -32,11 +30,9 @@ async fn redis_keeps_the_store_contract() {
 async fn a_redis_cluster_keeps_the_store_contract() {
     let nodes = shared_cluster_nodes();
     check_store(|case| {
-        let cfg = RedisClusterConfig {
-            nodes: nodes.clone(),
-            prefix: unique_prefix(case),
-            op_timeout: OP_TIMEOUT,
-        };
+        let cfg = RedisClusterConfig::new(&nodes)
+            .with_prefix(unique_prefix(case))
+            .with_op_timeout(OP_TIMEOUT);
         async move { RedisStore::new_cluster(cfg).unwrap() }
     })
     .await

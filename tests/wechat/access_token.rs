@@ -31,21 +31,15 @@ fn client(addr: SocketAddr, secret: &str) -> WeChatClient {
 }
 
 fn test_config() -> AccessTokenConfig {
-    AccessTokenConfig {
-        wait_step: Duration::from_millis(20),
-        max_wait: Duration::from_secs(5),
-        ..AccessTokenConfig::default()
-    }
+    AccessTokenConfig::default()
+        .with_wait_step(Duration::from_millis(20))
+        .with_max_wait(Duration::from_secs(5))
 }
 
 fn redis_store(prefix: &str) -> Arc<dyn SharedStore> {
     Arc::new(
-        RedisStore::new(RedisStoreConfig {
-            url: shared_redis_url(),
-            prefix: prefix.to_owned(),
-            op_timeout: Duration::from_secs(2),
-        })
-        .expect("redis store"),
+        RedisStore::new(RedisStoreConfig::new(shared_redis_url()).with_prefix(prefix))
+            .expect("redis store"),
     )
 }
 
@@ -133,7 +127,7 @@ async fn token_is_refreshed_before_it_expires() {
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     fake.set_token_ttl(Duration::from_secs(3));
     let prefix = unique_prefix("token_early_refresh");
-    let cfg = AccessTokenConfig { refresh_margin: Duration::from_secs(2), ..test_config() };
+    let cfg = test_config().with_refresh_margin(Duration::from_secs(2));
     let a = instance(addr, &prefix, cfg.clone());
     let b = instance(addr, &prefix, cfg);
 
@@ -280,7 +274,7 @@ async fn try_calls_keep_the_token_s_failure_apart_from_the_call_s() {
     }
     assert_eq!(fake.stats().calls_to(GET_PHONE_NUMBER) + fake.stats().calls_to(MSG_SEC_CHECK), 0);
     // WeChat down while getting the token: outer too.
-    fake.set_faults(Faults { http_500: true, ..Faults::default() });
+    fake.set_faults(Faults::default().with_http_500());
     let fresh = instance(addr, &unique_prefix("token_try_down"), test_config());
     assert!(matches!(fresh.try_phone_number(&code).await, Err(WeChatError::Unreachable(_))));
     fake.set_faults(Faults::default());
@@ -305,7 +299,7 @@ async fn try_calls_keep_the_token_s_failure_apart_from_the_call_s() {
 async fn a_failed_refresh_is_shared_not_repeated_per_caller() {
     init_logs();
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
-    fake.set_faults(Faults { delay_ms: 300, http_500: true, ..Faults::default() });
+    fake.set_faults(Faults::default().with_delay_ms(300).with_http_500());
     let tokens = instance(addr, &unique_prefix("token_failed_refresh"), test_config());
     let mut set = JoinSet::new();
     for _ in 0..20 {
@@ -367,11 +361,11 @@ async fn unreachable_store_falls_back_to_wechat() {
     let (fake, addr) = FakeWeChat::spawn(APP_ID, SECRET).await.expect("fake wechat");
     let port = support::redis::free_port();
     let store: Arc<dyn SharedStore> = Arc::new(
-        RedisStore::new(RedisStoreConfig {
-            url: format!("redis://127.0.0.1:{port}/"),
-            prefix: "down:".into(),
-            op_timeout: Duration::from_millis(200),
-        })
+        RedisStore::new(
+            RedisStoreConfig::new(format!("redis://127.0.0.1:{port}/"))
+                .with_prefix("down:")
+                .with_op_timeout(Duration::from_millis(200)),
+        )
         .expect("store"),
     );
     let tokens = AccessTokens::with_config(client(addr, SECRET), store, test_config());

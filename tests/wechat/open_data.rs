@@ -30,9 +30,7 @@ async fn decrypts_with_the_session_key_and_saves_the_union_id() {
     assert_eq!(a.body["data"]["unionId"], "u_od");
     assert_eq!(a.body["data"]["nickName"], "欧迪");
 
-    let store =
-        RedisStore::new(RedisStoreConfig { url, prefix, op_timeout: Duration::from_secs(2) })
-            .unwrap();
+    let store = RedisStore::new(RedisStoreConfig::new(url).with_prefix(prefix)).unwrap();
     let record = store.load(&SessionId::token(&user.token)).await.unwrap().expect("session");
     assert_eq!(record.unionid.as_deref(), Some("u_od"));
 }
@@ -428,9 +426,7 @@ async fn a_union_id_is_saved_only_for_the_own_openid_and_never_overwritten() {
         clock: None,
     })
     .await;
-    let store =
-        RedisStore::new(RedisStoreConfig { url, prefix, op_timeout: Duration::from_secs(2) })
-            .unwrap();
+    let store = RedisStore::new(RedisStoreConfig::new(url).with_prefix(prefix)).unwrap();
     let stored = |token: String| {
         let store = &store;
         async move { store.load(&SessionId::token(&token)).await.unwrap().expect("session").unionid }

@@ -88,11 +88,7 @@ fn wechat_published_sample_decrypts() {
 fn wechat_published_sample_is_stale_under_a_freshness_rule() {
     use std::time::Duration;
     use wechat_sample::*;
-    let rule = |now: i64| Freshness {
-        now,
-        max_age: Duration::from_secs(3600),
-        clock_skew: Duration::from_secs(300),
-    };
+    let rule = |now: i64| Freshness::new(now, Duration::from_secs(3600), Duration::from_secs(300));
     let today = rule(1_800_000_000);
     let err = decrypt_open_data_fresh(SESSION_KEY, ENCRYPTED, IV, APP_ID, Some(&today));
     assert_eq!(err, Err(DecryptError::Stale));

@@ -118,7 +118,7 @@ async fn wrong_secret_is_40125() {
 #[tokio::test]
 async fn slow_wechat_is_a_timeout_within_the_timeout() {
     let (fake, _addr, client) = setup().await;
-    fake.set_faults(Faults { delay_ms: 3_000, ..Faults::default() });
+    fake.set_faults(Faults::default().with_delay_ms(3_000));
     let minted = fake.mint_code("o-alice", None, None);
     let started = Instant::now();
     let result = client.code2session(&minted.code).await;
@@ -138,7 +138,7 @@ async fn slow_wechat_is_a_timeout_within_the_timeout() {
 #[tokio::test]
 async fn http_500_is_unreachable() {
     let (fake, _addr, client) = setup().await;
-    fake.set_faults(Faults { http_500: true, ..Faults::default() });
+    fake.set_faults(Faults::default().with_http_500());
     let minted = fake.mint_code("o-alice", None, None);
     match client.code2session(&minted.code).await {
         Err(err @ ExchangeError::Unreachable(_)) => {
@@ -152,7 +152,7 @@ async fn http_500_is_unreachable() {
 #[tokio::test]
 async fn one_busy_answer_is_retried() {
     let (fake, _addr, client) = setup().await;
-    fake.set_faults(Faults { busy: 1, ..Faults::default() });
+    fake.set_faults(Faults::default().with_busy(1));
     let minted = fake.mint_code("o-alice", None, None);
     let got = client.code2session(&minted.code).await.unwrap();
     assert_eq!(got.openid, "o-alice");
@@ -163,7 +163,7 @@ async fn one_busy_answer_is_retried() {
 #[tokio::test]
 async fn two_busy_answers_fail_with_errcode_minus_one() {
     let (fake, _addr, client) = setup().await;
-    fake.set_faults(Faults { busy: 2, ..Faults::default() });
+    fake.set_faults(Faults::default().with_busy(2));
     let minted = fake.mint_code("o-alice", None, None);
     assert_errcode(client.code2session(&minted.code).await, -1);
     assert_eq!(fake.stats().jscode2session_calls, 2);
@@ -176,7 +176,7 @@ async fn the_busy_retry_stays_inside_the_one_timeout() {
     // 800 ms for the whole call: a busy answer after 450 ms, the 200 ms
     // backoff, then a retry that would need another 450 ms.
     let (fake, _addr, client) = setup().await;
-    fake.set_faults(Faults { busy: 2, delay_ms: 450, ..Faults::default() });
+    fake.set_faults(Faults::default().with_busy(2).with_delay_ms(450));
     let minted = fake.mint_code("o-alice", None, None);
     let started = Instant::now();
     let result = client.code2session(&minted.code).await;
@@ -317,7 +317,7 @@ async fn dev_stats_and_faults_over_http() {
         json!({"busy": 3, "delay_ms": 5, "http_500": false, "answer_delay_ms": 0,
                "errcode": 0, "errmsg": ""})
     );
-    assert_eq!(fake.faults(), Faults { delay_ms: 5, busy: 3, ..Faults::default() });
+    assert_eq!(fake.faults(), Faults::default().with_delay_ms(5).with_busy(3));
 
     let resp = http.post(format!("{base}/dev/faults")).body("[]").send().await.unwrap();
     assert_eq!(resp.status(), 400);
@@ -349,7 +349,7 @@ async fn router_nests_under_a_prefix() {
 #[tokio::test]
 async fn answer_delay_spends_the_code_before_the_slow_answer() {
     let (fake, _addr, client) = setup().await;
-    fake.set_faults(Faults { answer_delay_ms: 1_500, ..Faults::default() });
+    fake.set_faults(Faults::default().with_answer_delay_ms(1_500));
     let minted = fake.mint_code("o-alice", None, None);
     // The client (800 ms timeout) gives up; the code is spent all the same.
     assert!(matches!(client.code2session(&minted.code).await, Err(ExchangeError::Timeout)));
@@ -361,7 +361,7 @@ async fn answer_delay_spends_the_code_before_the_slow_answer() {
 async fn a_forced_errcode_carries_its_errmsg_scrubbed_and_escaped() {
     let (fake, _addr, client) = setup().await;
     let errmsg = format!("bad {SECRET}\nFORGED {}", "y".repeat(1_000));
-    fake.set_faults(Faults { errcode: 40029, errmsg, ..Faults::default() });
+    fake.set_faults(Faults::default().with_errcode(40029, errmsg));
     let minted = fake.mint_code("o-alice", None, None);
     match client.code2session(&minted.code).await {
         Err(err @ ExchangeError::WeChat { errcode: 40029, .. }) => {

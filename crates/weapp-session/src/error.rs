@@ -47,6 +47,7 @@ pub fn error_response(
 
 /// Why the session layer rejected a request (or why an extractor could not run).
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// A code-only or token request whose session is gone.
     #[error("the session has expired or does not exist; log in again")]

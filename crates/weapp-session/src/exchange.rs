@@ -27,18 +27,18 @@ impl std::fmt::Debug for Exchanged {
 }
 
 /// Longest openid / unionid accepted from WeChat (real ones are 28 chars).
-pub const MAX_ID_LEN: usize = 64;
+pub(crate) const MAX_ID_LEN: usize = 64;
 
 /// Whether `id` looks like a WeChat openid or unionid: 1–[`MAX_ID_LEN`] chars
 /// of `[A-Za-z0-9_-]`.
-pub fn plausible_wechat_id(id: &str) -> bool {
+pub(crate) fn plausible_wechat_id(id: &str) -> bool {
     (1..=MAX_ID_LEN).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Whether `key` is a usable session_key: standard base64 of exactly 16 bytes
 /// (the AES-128 key open data is encrypted with).
-pub fn plausible_session_key(key: &str) -> bool {
+pub(crate) fn plausible_session_key(key: &str) -> bool {
     use base64::Engine as _;
     key.len() == 24
         && base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|k| k.len() == 16)
@@ -48,7 +48,7 @@ impl Exchanged {
     /// `self` if WeChat's answer has the shape WeChat documents (see
     /// `plausible_wechat_id`, `plausible_session_key`), else
     /// [`ExchangeError::BadResponse`]: nothing else may become a session.
-    pub fn checked(self) -> Result<Self, ExchangeError> {
+    pub(crate) fn checked(self) -> Result<Self, ExchangeError> {
         if !plausible_wechat_id(&self.openid) {
             return Err(ExchangeError::BadResponse("the openid is malformed".into()));
         }
@@ -66,6 +66,7 @@ impl Exchanged {
 
 /// Why a code exchange failed. Texts never contain the AppSecret or the URL.
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExchangeError {
     /// WeChat answered with a non-zero errcode (bad, used or expired code…).
     /// The errmsg is escaped when displayed, so it cannot forge a log line.

@@ -18,13 +18,13 @@ pub const HEADER_SKEY: &str = "x-wx-skey";
 const MAX_ID_LEN: usize = 256;
 
 /// A header's value as text when present and non-empty.
-pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     header_text(headers, name).ok().flatten()
 }
 
 /// A header's value as text when present and non-empty; `Err(())` when it is
 /// present but not visible ASCII (so it cannot be what the protocol sends).
-pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+pub(crate) fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.trim()).filter(|s| !s.is_empty())).map_err(|_| ()),
@@ -32,12 +32,12 @@ pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a 
 }
 
 /// Whether `s` can be a code or token: printable ASCII without spaces, bounded.
-pub fn plausible_id(s: &str) -> bool {
+pub(crate) fn plausible_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The token from `X-WX-Skey` or `Authorization: Bearer`.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     header_str(headers, HEADER_SKEY).or_else(|| {
         let auth = header_str(headers, http::header::AUTHORIZATION.as_str())?;
         let (scheme, token) = auth.split_once(' ')?;
@@ -47,7 +47,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// Decode like JavaScript's `decodeURIComponent`: `%XX` are UTF-8 bytes, `+`
 /// stays `+`, a malformed escape or invalid UTF-8 is an error.
-pub fn decode_uri_component(input: &str) -> Result<String, &'static str> {
+pub(crate) fn decode_uri_component(input: &str) -> Result<String, &'static str> {
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -67,12 +67,12 @@ pub fn decode_uri_component(input: &str) -> Result<String, &'static str> {
 }
 
 /// Whether `sig` has the shape of a SHA-1 hex digest (40 hex chars).
-pub fn signature_shape_ok(sig: &str) -> bool {
+pub(crate) fn signature_shape_ok(sig: &str) -> bool {
     sig.len() == 40 && sig.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `sha1_hex(raw_data + session_key)` compared with `signature` in constant time.
-pub fn signature_matches(raw_data: &str, session_key: &str, signature: &str) -> bool {
+pub(crate) fn signature_matches(raw_data: &str, session_key: &str, signature: &str) -> bool {
     let mut hasher = Sha1::new();
     hasher.update(raw_data.as_bytes());
     hasher.update(session_key.as_bytes());

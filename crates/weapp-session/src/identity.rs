@@ -47,8 +47,9 @@ impl std::fmt::Debug for WxSession {
 }
 
 impl WxSession {
-    /// Wrap a loaded record.
-    pub fn new(id: SessionId, record: SessionRecord) -> Self {
+    /// Wrap a loaded record. Only the engine does: a `WxSession` is proof
+    /// that the layer authenticated the request.
+    pub(crate) fn new(id: SessionId, record: SessionRecord) -> Self {
         Self { inner: Arc::new(Inner { id, record, tag: std::sync::OnceLock::new() }) }
     }
 
@@ -104,9 +105,14 @@ pub(crate) struct LayerSeen;
 /// The user a response was produced for (response extension), for the
 /// access log. The tag itself is hashed only when a log line asks for it.
 #[derive(Clone, Debug)]
-pub struct UserTag(pub WxSession);
+pub struct UserTag(pub(crate) WxSession);
 
 impl UserTag {
+    /// The session the response was produced for.
+    pub fn session(&self) -> &WxSession {
+        &self.0
+    }
+
     /// The user's log tag (see [`WxSession::log_tag`]).
     pub fn tag(&self) -> Arc<str> {
         self.0.log_tag()

@@ -49,6 +49,7 @@
 mod client_addr;
 mod error;
 mod exchange;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod headers;
@@ -73,7 +74,7 @@ pub mod __private {
     pub use tracing;
 }
 pub use exchange::{CodeExchanger, ExchangeError, Exchanged};
-pub use headers::{HEADER_CODE, HEADER_RAW_DATA, HEADER_SIGNATURE, HEADER_SKEY, signature_matches};
+pub use headers::{HEADER_CODE, HEADER_RAW_DATA, HEADER_SIGNATURE, HEADER_SKEY};
 #[cfg(feature = "axum")]
 pub use identity::require_login;
 pub use identity::{Dialect, UserTag, WxSession};

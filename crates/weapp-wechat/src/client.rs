@@ -29,10 +29,20 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Longest `errmsg` kept from a WeChat answer, in characters (WeChat's own
 /// are well under 100; the rest is cut and marked with `…`).
-pub const MAX_ERRMSG_CHARS: usize = 200;
+pub(crate) const MAX_ERRMSG_CHARS: usize = 200;
 
 /// How to reach WeChat and who the mini-program is. `Debug` redacts the secret.
+///
+/// ```
+/// use std::time::Duration;
+/// use weapp_wechat::WeChatConfig;
+///
+/// let config = WeChatConfig::new("wx1234567890abcdef", "app-secret".to_owned())
+///     .with_timeout(Duration::from_secs(3));
+/// assert_eq!(config.api_base, "https://api.weixin.qq.com");
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct WeChatConfig {
     /// API base URL without a trailing path, e.g. `https://api.weixin.qq.com`.
     pub api_base: String,
@@ -58,10 +68,51 @@ impl WeChatConfig {
             timeout: Duration::from_secs(5),
         }
     }
+
+    /// Talk to `api_base` instead of WeChat's production API (a fake WeChat
+    /// in tests, a proxy), e.g. `http://127.0.0.1:8081`.
+    ///
+    /// ```
+    /// let config = weapp_wechat::WeChatConfig::new("wx1234567890abcdef", "secret".to_owned())
+    ///     .with_api_base("http://127.0.0.1:8081");
+    /// assert_eq!(config.api_base, "http://127.0.0.1:8081");
+    /// ```
+    pub fn with_api_base(mut self, api_base: impl Into<String>) -> Self {
+        self.api_base = api_base.into();
+        self
+    }
+
+    /// The TCP/TLS connect timeout (default 2 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = weapp_wechat::WeChatConfig::new("wx1234567890abcdef", "secret".to_owned())
+    ///     .with_connect_timeout(Duration::from_millis(500));
+    /// assert_eq!(config.connect_timeout, Duration::from_millis(500));
+    /// ```
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// The bound on a whole call, the one retry of a busy answer included
+    /// (default 5 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = weapp_wechat::WeChatConfig::new("wx1234567890abcdef", "secret".to_owned())
+    ///     .with_timeout(Duration::from_secs(3));
+    /// assert_eq!(config.timeout, Duration::from_secs(3));
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
 }
 
 /// Why a WeChat API call failed. Texts never contain the URL or the AppSecret.
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WeChatError {
     /// WeChat answered with a non-zero errcode. The errmsg is escaped when
     /// displayed, so it cannot forge a log line.
@@ -102,7 +153,7 @@ impl From<WeChatError> for ExchangeError {
 ///
 /// The one place errcodes are interpreted: a JSON object without `errcode`
 /// or with `errcode: 0` is a success; anything else is an error.
-pub fn check_errcode(body: Value) -> Result<Value, WeChatError> {
+pub(crate) fn check_errcode(body: Value) -> Result<Value, WeChatError> {
     let Some(obj) = body.as_object() else {
         return Err(WeChatError::BadResponse("the answer is not a JSON object".into()));
     };
@@ -366,7 +417,7 @@ impl CodeExchanger for WeChatClient {
 /// WeChat's `errmsg` as it may travel on (to clients in `detail`, to logs):
 /// the AppSecret scrubbed out, control characters replaced, at most
 /// [`MAX_ERRMSG_CHARS`] characters. Logs still escape it.
-pub fn clean_errmsg(errmsg: &str, cfg: &WeChatConfig) -> String {
+pub(crate) fn clean_errmsg(errmsg: &str, cfg: &WeChatConfig) -> String {
     let secret = cfg.app_secret.expose_secret();
     let scrubbed =
         if secret.is_empty() { errmsg.to_owned() } else { errmsg.replace(secret, "[redacted]") };

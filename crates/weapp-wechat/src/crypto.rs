@@ -33,6 +33,7 @@ const B64: GeneralPurpose = GeneralPurpose::new(
 
 /// Why open data could not be decrypted (or encrypted). Texts never carry key or data bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecryptError {
     /// A field is not valid base64 (standard alphabet).
     #[error("{field} is not valid base64")]
@@ -94,6 +95,7 @@ impl DecryptError {
 /// An optional freshness rule for open data: `watermark.timestamp` must lie
 /// in `[now - max_age, now + clock_skew]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Freshness {
     /// The gateway's "now", Unix seconds.
     pub now: i64,
@@ -104,6 +106,21 @@ pub struct Freshness {
 }
 
 impl Freshness {
+    /// Seen at `now` (Unix seconds): data at most `max_age` old, and at most
+    /// `clock_skew` ahead of `now`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let rule = weapp_wechat::Freshness::new(
+    ///     1_700_000_000, Duration::from_secs(3600), Duration::from_secs(300));
+    /// assert!(rule.accepts(Some(&serde_json::json!(1_700_000_000 - 60))));
+    /// assert!(!rule.accepts(Some(&serde_json::json!(1_700_000_000 - 7200))));
+    /// assert!(!rule.accepts(None));
+    /// ```
+    pub fn new(now: i64, max_age: Duration, clock_skew: Duration) -> Self {
+        Self { now, max_age, clock_skew }
+    }
+
     /// Whether a watermark timestamp (Unix seconds) is acceptable.
     pub fn accepts(&self, timestamp: Option<&Value>) -> bool {
         let Some(ts) = timestamp.and_then(Value::as_i64) else {

@@ -136,8 +136,15 @@ impl FakeStats {
 }
 
 /// Faults the fake injects into its WeChat endpoints (not into `/dev/*`).
+/// Start from `Faults::default()` (none):
+///
+/// ```
+/// let faults = weapp_wechat::Faults::default().with_busy(2).with_delay_ms(300);
+/// assert_eq!((faults.busy, faults.delay_ms), (2, 300));
+/// ```
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Faults {
     /// Sleep this long before answering.
     pub delay_ms: u64,
@@ -154,6 +161,65 @@ pub struct Faults {
     pub errcode: i64,
     /// The errmsg sent with [`Faults::errcode`].
     pub errmsg: String,
+}
+
+impl Faults {
+    /// Sleep `ms` milliseconds before answering.
+    ///
+    /// ```
+    /// let faults = weapp_wechat::Faults::default().with_delay_ms(1_500);
+    /// assert_eq!(faults.delay_ms, 1_500);
+    /// ```
+    pub fn with_delay_ms(mut self, ms: u64) -> Self {
+        self.delay_ms = ms;
+        self
+    }
+
+    /// Answer HTTP 500 with a non-JSON body.
+    ///
+    /// ```
+    /// let faults = weapp_wechat::Faults::default().with_http_500();
+    /// assert!(faults.http_500);
+    /// ```
+    pub fn with_http_500(mut self) -> Self {
+        self.http_500 = true;
+        self
+    }
+
+    /// The next `calls` calls answer errcode -1 "system error".
+    ///
+    /// ```
+    /// let faults = weapp_wechat::Faults::default().with_busy(3);
+    /// assert_eq!(faults.busy, 3);
+    /// ```
+    pub fn with_busy(mut self, calls: u32) -> Self {
+        self.busy = calls;
+        self
+    }
+
+    /// `jscode2session` only: spend the code, then sleep `ms` milliseconds
+    /// before answering, as a slow upstream does.
+    ///
+    /// ```
+    /// let faults = weapp_wechat::Faults::default().with_answer_delay_ms(1_200);
+    /// assert_eq!(faults.answer_delay_ms, 1_200);
+    /// ```
+    pub fn with_answer_delay_ms(mut self, ms: u64) -> Self {
+        self.answer_delay_ms = ms;
+        self
+    }
+
+    /// Answer `errcode` with `errmsg` instead of the endpoint's answer.
+    ///
+    /// ```
+    /// let faults = weapp_wechat::Faults::default().with_errcode(40029, "invalid code");
+    /// assert_eq!((faults.errcode, faults.errmsg.as_str()), (40029, "invalid code"));
+    /// ```
+    pub fn with_errcode(mut self, errcode: i64, errmsg: impl Into<String>) -> Self {
+        self.errcode = errcode;
+        self.errmsg = errmsg.into();
+        self
+    }
 }
 
 #[derive(Deserialize)]

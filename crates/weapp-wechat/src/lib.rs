@@ -13,7 +13,6 @@ mod token;
 
 pub use client::{
     DEFAULT_API_BASE, ERRCODE_BUSY, StableToken, WeChatClient, WeChatConfig, WeChatError,
-    check_errcode,
 };
 pub use crypto::{
     DecryptError, Freshness, check_push_signature, decrypt_open_data, decrypt_open_data_fresh,

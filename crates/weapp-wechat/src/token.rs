@@ -46,8 +46,17 @@ pub const ACCESS_TOKEN_LOCK: &str = "wechat_access_token_refresh";
 /// WeChat's errcodes for an access token that is invalid, malformed or expired.
 const STALE_TOKEN_ERRCODES: [i64; 3] = [40001, 40014, 42001];
 
-/// Timing of [`AccessTokens`].
+/// Timing of [`AccessTokens`]: start from `AccessTokenConfig::default()`.
+///
+/// ```
+/// use std::time::Duration;
+/// let timing = weapp_wechat::AccessTokenConfig::default()
+///     .with_refresh_margin(Duration::from_secs(600))
+///     .with_lock_ttl(Duration::from_secs(20));
+/// assert_eq!(timing.refresh_margin, Duration::from_secs(600));
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AccessTokenConfig {
     /// Refresh this long before the token expires (capped at half its lifetime).
     pub refresh_margin: Duration,
@@ -69,6 +78,64 @@ impl Default for AccessTokenConfig {
             wait_step: Duration::from_millis(50),
             max_wait: Duration::from_secs(16),
         }
+    }
+}
+
+impl AccessTokenConfig {
+    /// Refresh this long before the token expires (capped at half its
+    /// lifetime; default 5 min).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let timing = weapp_wechat::AccessTokenConfig::default()
+    ///     .with_refresh_margin(Duration::from_secs(60));
+    /// assert_eq!(timing.refresh_margin, Duration::from_secs(60));
+    /// ```
+    pub fn with_refresh_margin(mut self, refresh_margin: Duration) -> Self {
+        self.refresh_margin = refresh_margin;
+        self
+    }
+
+    /// How long the refresh lock lives if its holder dies mid-refresh
+    /// (default 15 s; keep it longer than a WeChat call and its retry).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let timing = weapp_wechat::AccessTokenConfig::default()
+    ///     .with_lock_ttl(Duration::from_secs(30));
+    /// assert_eq!(timing.lock_ttl, Duration::from_secs(30));
+    /// ```
+    pub fn with_lock_ttl(mut self, lock_ttl: Duration) -> Self {
+        self.lock_ttl = lock_ttl;
+        self
+    }
+
+    /// How often an instance waiting for another's refresh re-reads the
+    /// store (default 50 ms).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let timing = weapp_wechat::AccessTokenConfig::default()
+    ///     .with_wait_step(Duration::from_millis(20));
+    /// assert_eq!(timing.wait_step, Duration::from_millis(20));
+    /// ```
+    pub fn with_wait_step(mut self, wait_step: Duration) -> Self {
+        self.wait_step = wait_step;
+        self
+    }
+
+    /// The longest a call waits for another instance's refresh before it
+    /// fails (default 16 s: an abandoned lock expires first).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let timing = weapp_wechat::AccessTokenConfig::default()
+    ///     .with_max_wait(Duration::from_secs(5));
+    /// assert_eq!(timing.max_wait, Duration::from_secs(5));
+    /// ```
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
     }
 }
 

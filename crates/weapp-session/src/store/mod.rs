@@ -74,8 +74,8 @@ impl SessionId {
 
     /// A token session addressed by the token the client holds.
     ///
-    /// The id is the SHA-256 of the whole token (hex). A token issued by
-    /// [`new_token`] starts with its user's slot tag (`<tag>.<random>`); the
+    /// The id is the SHA-256 of the whole token (hex). A token the token
+    /// login issues starts with its user's slot tag (`<tag>.<random>`); the
     /// id then carries that tag as a Redis hash tag, `{u:<tag>}:<sha256>`, so
     /// the session lives in the same Redis Cluster slot as its user's openid
     /// index (see [`user_tag`]). Any other token (e.g. one issued before
@@ -129,8 +129,10 @@ impl SessionId {
 /// What the store keeps for one logged-in user.
 ///
 /// `session_key` is WeChat's per-user key; it never leaves the server and is
-/// redacted from `Debug`.
+/// redacted from `Debug`. A store keeps it as it is (for example as the JSON
+/// of [`SessionRecord::to_json`]) and hands it back unchanged.
 #[derive(Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SessionRecord {
     /// The user's openid within this mini-program.
     pub openid: String,
@@ -157,6 +159,33 @@ impl std::fmt::Debug for SessionRecord {
 }
 
 impl SessionRecord {
+    /// A record of `openid` created now, with no unionid.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use serde_json::value::RawValue;
+    /// use weapp_session::store::SessionRecord;
+    ///
+    /// let user: Arc<RawValue> = Arc::from(RawValue::from_string(r#"{"openId":"o_1"}"#.into())?);
+    /// let record = SessionRecord::new("o_1", "HyVFkGl5F5OQWJZZaNzBBg==", user);
+    /// assert_eq!(record.openid, "o_1");
+    /// assert!(record.created_at > 0);
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn new(
+        openid: impl Into<String>,
+        session_key: impl Into<String>,
+        user: Arc<RawValue>,
+    ) -> Self {
+        Self {
+            openid: openid.into(),
+            session_key: session_key.into(),
+            unionid: None,
+            user,
+            created_at: unix_now(),
+        }
+    }
+
     /// Serialise for a backend that stores bytes.
     pub fn to_json(&self) -> Result<String, StoreError> {
         serde_json::to_string(self).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -170,6 +199,7 @@ impl SessionRecord {
 
 /// Errors every backend converts into.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend did not answer (down, refused, or slower than the bound).
     #[error("session store unavailable: {0}")]
@@ -181,6 +211,7 @@ pub enum StoreError {
 
 /// Expiry rules applied when a session is loaded.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Expiry {
     /// Sliding idle TTL: each load extends the session to `now + idle`.
     pub idle: Duration,
@@ -189,6 +220,18 @@ pub struct Expiry {
 }
 
 impl Expiry {
+    /// Slide to `idle` on every load, never past `max_lifetime` after creation.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let expiry = weapp_session::store::Expiry::new(Duration::from_secs(60), Duration::from_secs(100));
+    /// assert_eq!(expiry.remaining(1_000, 1_050), Some(Duration::from_secs(50)));
+    /// assert_eq!(expiry.remaining(1_000, 1_100), None);
+    /// ```
+    pub fn new(idle: Duration, max_lifetime: Duration) -> Self {
+        Self { idle, max_lifetime }
+    }
+
     /// The TTL to give a session created at `created_at`, seen at `now`:
     /// `min(idle, created_at + max_lifetime - now)`, or `None` when it is past
     /// its absolute lifetime.
@@ -202,7 +245,7 @@ impl Expiry {
 }
 
 /// Unix seconds now.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -304,12 +347,12 @@ fn token_tag(token: &str) -> Option<&str> {
 /// A new opaque token for `openid`'s session: `<user tag>.<256 random bits,
 /// base64url>`. URL-safe (`[A-Za-z0-9_.-]`); the tag routes the token to its
 /// user's Redis Cluster slot and says nothing more than which slot that is.
-pub fn new_token(openid: &str) -> Result<String, StoreError> {
+pub(crate) fn new_token(openid: &str) -> Result<String, StoreError> {
     Ok(format!("{}.{}", user_tag(openid), random_token(32)?))
 }
 
 /// A random URL-safe string of `bytes` random bytes from the OS CSPRNG.
-pub fn random_token(bytes: usize) -> Result<String, StoreError> {
+pub(crate) fn random_token(bytes: usize) -> Result<String, StoreError> {
     use base64::Engine;
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf)

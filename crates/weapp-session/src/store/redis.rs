@@ -16,7 +16,7 @@
 //!
 //! `{u:<tag>}` is a Redis Cluster hash tag: a user's openid index and all of
 //! their token sessions live in one slot. A token is `<tag>.<256 random bits>`
-//! ([`super::new_token`]), so a request's token alone names its slot. A token
+//! (as the token login issues it), so a request's token alone names its slot. A token
 //! without a tag (issued before tags existed) lives at `{prefix}token:<sha256>`
 //! and is served like any other; on a cluster it is handled like a compat
 //! session below. No key name holds a raw openid or a raw token.
@@ -91,8 +91,26 @@ use super::{
     Expiry, SessionId, SessionRecord, SessionStore, SharedStore, StoreError, random_token, unix_now,
 };
 
+/// The key prefix unless one is set.
+const DEFAULT_PREFIX: &str = "weapp:";
+/// The bound on one store operation unless one is set.
+const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Settings for [`RedisStore::new`]: one Redis server.
+///
+/// ```
+/// use std::time::Duration;
+/// use weapp_session::store::{RedisStore, RedisStoreConfig};
+///
+/// let config = RedisStoreConfig::new("redis://127.0.0.1:6379/0")
+///     .with_prefix("myapp:")
+///     .with_op_timeout(Duration::from_millis(500));
+/// let store = RedisStore::new(config)?; // connects on first use
+/// # let _ = store;
+/// # Ok::<(), weapp_session::store::StoreError>(())
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RedisStoreConfig {
     /// `redis://host:port/db` (may carry a password; never logged).
     pub url: String,
@@ -100,6 +118,39 @@ pub struct RedisStoreConfig {
     pub prefix: String,
     /// Bound on one store operation, including a reconnect.
     pub op_timeout: Duration,
+}
+
+impl RedisStoreConfig {
+    /// One Redis at `url` (`redis://[:password@]host:port/db`), keys under
+    /// `weapp:`, every operation bounded by 2 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), prefix: DEFAULT_PREFIX.to_owned(), op_timeout: DEFAULT_OP_TIMEOUT }
+    }
+
+    /// Prefix every key with `prefix` (several services can share a Redis).
+    ///
+    /// ```
+    /// let config = weapp_session::store::RedisStoreConfig::new("redis://127.0.0.1")
+    ///     .with_prefix("shop:");
+    /// assert_eq!(config.prefix, "shop:");
+    /// ```
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Bound every store operation, a reconnect included, by `op_timeout`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = weapp_session::store::RedisStoreConfig::new("redis://127.0.0.1")
+    ///     .with_op_timeout(Duration::from_millis(300));
+    /// assert_eq!(config.op_timeout, Duration::from_millis(300));
+    /// ```
+    pub fn with_op_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = op_timeout;
+        self
+    }
 }
 
 impl std::fmt::Debug for RedisStoreConfig {
@@ -113,8 +164,20 @@ impl std::fmt::Debug for RedisStoreConfig {
 }
 
 /// Settings for [`RedisStore::new_cluster`]: a Redis Cluster.
+///
+/// ```
+/// use weapp_session::store::{RedisClusterConfig, RedisStore};
+///
+/// let config = RedisClusterConfig::new(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+///     .with_prefix("myapp:");
+/// let store = RedisStore::new_cluster(config)?; // connects on first use
+/// # let _ = store;
+/// # Ok::<(), weapp_session::store::StoreError>(())
+/// ```
 #[cfg(feature = "redis-cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RedisClusterConfig {
     /// Some of the cluster's nodes, `redis://[:password@]host:port` each (the
     /// rest are discovered). May carry passwords; never logged.
@@ -123,6 +186,51 @@ pub struct RedisClusterConfig {
     pub prefix: String,
     /// Bound on one store operation, including reconnects and redirects.
     pub op_timeout: Duration,
+}
+
+#[cfg(feature = "redis-cluster")]
+impl RedisClusterConfig {
+    /// A Redis Cluster reached through `nodes` (some of its nodes,
+    /// `redis://[:password@]host:port` each), keys under `weapp:`, every
+    /// operation bounded by 2 s.
+    pub fn new<I, N>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        Self {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            op_timeout: DEFAULT_OP_TIMEOUT,
+        }
+    }
+
+    /// Prefix every key with `prefix`. A prefix holding a hash tag (e.g.
+    /// `{myapp}:`) puts every key in one slot: fully atomic, not spread.
+    ///
+    /// ```
+    /// let config = weapp_session::store::RedisClusterConfig::new(["redis://10.0.0.1:7000"])
+    ///     .with_prefix("shop:");
+    /// assert_eq!(config.prefix, "shop:");
+    /// ```
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Bound every store operation, reconnects and redirects included, by
+    /// `op_timeout`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = weapp_session::store::RedisClusterConfig::new(["redis://10.0.0.1:7000"])
+    ///     .with_op_timeout(Duration::from_secs(1));
+    /// assert_eq!(config.op_timeout, Duration::from_secs(1));
+    /// ```
+    pub fn with_op_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = op_timeout;
+        self
+    }
 }
 
 #[cfg(feature = "redis-cluster")]
