@@ -9,10 +9,11 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 #[cfg(feature = "redis-cluster")]
 use redis::cluster::{ClusterClient, ClusterConfig};
 #[cfg(feature = "redis-cluster")]
+use redis::IntoConnectionInfo;
+#[cfg(feature = "redis-cluster")]
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
-    ScriptInvocation, Value,
+    Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, ScriptInvocation, Value,
 };
 
 use super::super::StoreError;
