@@ -91,6 +91,10 @@ fi
 
 # --- the suite -------------------------------------------------------------
 # Tests mostly wait on sockets and timers, so run more of them than cores.
+# The gateway's integration tests are a few binaries, one link each
+# (tests/{session,wechat,business,server}/main.rs, plus tests/examples.rs);
+# the tests of one binary share one Redis Cluster (and one redis-server and
+# SecantusDB of their own when REDIS_URL / MONGODB_URI are not set).
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
 cargo test --locked --workspace --all-targets
 cargo test --locked --workspace --doc

@@ -145,7 +145,7 @@ pub struct Substitutions {
 pub fn replace_all(text: &str, from: &str, to: &str) -> String {
     assert!(
         text.contains(from),
-        "nginx/weapp-gateway.conf no longer contains {from:?}: update tests/support/nginx.rs"
+        "nginx/weapp-gateway.conf no longer contains {from:?}: update crates/test-support/src/nginx.rs"
     );
     text.replace(from, to)
 }
