@@ -89,7 +89,34 @@ pub enum ExchangeError {
 }
 
 /// Exchanges a `wx.login()` code for a session. Implemented by
-/// `wechat::WeChatClient`; tests may plug in their own.
+/// `weapp_wechat::WeChatClient`; a team may plug in its own (another WeChat
+/// client, a stub in tests). The engine checks every answer's shape before
+/// it becomes a session, and calls this at most once per code.
+///
+/// ```
+/// use weapp_session::{CodeExchanger, ExchangeError, Exchanged};
+///
+/// /// Every code `code-<openid>` logs `<openid>` in.
+/// struct Stub;
+///
+/// #[async_trait::async_trait]
+/// impl CodeExchanger for Stub {
+///     async fn code2session(&self, code: &str) -> Result<Exchanged, ExchangeError> {
+///         match code.strip_prefix("code-") {
+///             Some(openid) => Ok(Exchanged {
+///                 openid: openid.to_owned(),
+///                 session_key: "HyVFkGl5F5OQWJZZaNzBBg==".to_owned(),
+///                 unionid: None,
+///             }),
+///             None => Err(ExchangeError::WeChat { errcode: 40029, errmsg: "invalid code".into() }),
+///         }
+///     }
+/// }
+///
+/// let layer = weapp_session::WxSessionLayer::builder(weapp_session::MemoryStore::new(100), Stub)
+///     .build();
+/// # let _ = layer;
+/// ```
 #[async_trait]
 pub trait CodeExchanger: Send + Sync + 'static {
     /// Call `jscode2session` for `code`.

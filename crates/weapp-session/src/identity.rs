@@ -24,6 +24,23 @@ pub enum Dialect {
 /// Put into request extensions by [`super::WxSessionLayer`]; extract it in an
 /// axum handler as `session: WxSession` (answers `ERR_NOT_LOGGED_IN` when the
 /// request carries no identity) or `session: Option<WxSession>` (open routes).
+/// Only the layer makes one: holding a `WxSession` means the request was
+/// authenticated.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use weapp_session::WxSession;
+///
+/// async fn me(user: WxSession) -> String {
+///     format!("{} ({:?} dialect)", user.openid(), user.dialect())
+/// }
+/// async fn greeting(user: Option<WxSession>) -> String {
+///     user.map_or("hello, guest".to_owned(), |u| format!("hello, {}", u.openid()))
+/// }
+/// let routes: Router = Router::new().route("/me", get(me)).route("/hello", get(greeting));
+/// // …then `.layer(WxSessionLayer)` over them.
+/// # let _ = routes;
+/// ```
 #[derive(Clone)]
 pub struct WxSession {
     inner: Arc<Inner>,
@@ -155,6 +172,24 @@ impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for WxSession {
 /// Middleware that answers `ERR_NOT_LOGGED_IN` unless the request has an
 /// identity. Use with `axum::middleware::from_fn(require_login)` on the
 /// routes that need one (inside `WxSessionLayer`).
+///
+/// ```
+/// use axum::{Router, middleware, routing::get};
+/// use weapp_session::{MemoryStore, WxSessionLayer, require_login};
+/// # use weapp_session::{CodeExchanger, ExchangeError, Exchanged};
+/// # struct WeChat;
+/// # #[async_trait::async_trait]
+/// # impl CodeExchanger for WeChat {
+/// #     async fn code2session(&self, _: &str) -> Result<Exchanged, ExchangeError> { Err(ExchangeError::Timeout) }
+/// # }
+/// let layer = WxSessionLayer::builder(MemoryStore::new(100), WeChat).build();
+/// let app: Router = Router::new()
+///     .route("/orders", get(|| async { "only for logged-in users" }))
+///     .route_layer(middleware::from_fn(require_login))
+///     .route("/catalogue", get(|| async { "for everyone" }))
+///     .layer(layer);
+/// # let _ = app;
+/// ```
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub async fn require_login(

@@ -52,7 +52,21 @@ pub struct WxSessionLayer {
 
 impl WxSessionLayer {
     /// Start building a layer over `store`, exchanging `wx.login()` codes
-    /// with `exchanger` (for example `weapp_wechat::WeChatClient`).
+    /// with `exchanger` (for example `weapp_wechat::WeChatClient`). The
+    /// layer keeps both behind its own `Arc`s.
+    ///
+    /// ```
+    /// use weapp_session::{MemoryStore, WxSessionLayer};
+    /// # use weapp_session::{CodeExchanger, ExchangeError, Exchanged};
+    /// # struct WeChat;
+    /// # #[async_trait::async_trait]
+    /// # impl CodeExchanger for WeChat {
+    /// #     async fn code2session(&self, _: &str) -> Result<Exchanged, ExchangeError> { Err(ExchangeError::Timeout) }
+    /// # }
+    /// let builder = WxSessionLayer::builder(MemoryStore::new(10_000), WeChat);
+    /// let layer = builder.build();
+    /// # let _ = layer;
+    /// ```
     pub fn builder(
         store: impl SessionStore,
         exchanger: impl CodeExchanger,
@@ -61,7 +75,21 @@ impl WxSessionLayer {
     }
 
     /// The session engine behind this layer: mount its token routes with
-    /// [`crate::token_routes`], revoke sessions, reach the store.
+    /// [`crate::token_routes`], revoke sessions, reach the store. Clones of
+    /// the layer share it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use weapp_session::{MemoryStore, WxSessionLayer};
+    /// # use weapp_session::{CodeExchanger, ExchangeError, Exchanged};
+    /// # struct WeChat;
+    /// # #[async_trait::async_trait]
+    /// # impl CodeExchanger for WeChat {
+    /// #     async fn code2session(&self, _: &str) -> Result<Exchanged, ExchangeError> { Err(ExchangeError::Timeout) }
+    /// # }
+    /// let layer = WxSessionLayer::builder(MemoryStore::new(100), WeChat).build();
+    /// assert!(Arc::ptr_eq(layer.engine(), layer.clone().engine()));
+    /// ```
     pub fn engine(&self) -> &Arc<SessionEngine> {
         &self.engine
     }
@@ -344,7 +372,24 @@ impl WxSessionLayerBuilder {
         self
     }
 
-    /// The layer. It owns the engine; clones share it.
+    /// The layer. It owns the engine; clones share it. Wrap routes with it
+    /// like any tower layer:
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use weapp_session::{MemoryStore, WxSession, WxSessionLayer};
+    /// # use weapp_session::{CodeExchanger, ExchangeError, Exchanged};
+    /// # struct WeChat;
+    /// # #[async_trait::async_trait]
+    /// # impl CodeExchanger for WeChat {
+    /// #     async fn code2session(&self, _: &str) -> Result<Exchanged, ExchangeError> { Err(ExchangeError::Timeout) }
+    /// # }
+    /// let layer = WxSessionLayer::builder(MemoryStore::new(100), WeChat).build();
+    /// let app: Router = Router::new()
+    ///     .route("/me", get(|user: WxSession| async move { user.openid().to_owned() }))
+    ///     .layer(layer);
+    /// # let _ = app;
+    /// ```
     pub fn build(self) -> WxSessionLayer {
         WxSessionLayer {
             engine: Arc::new(SessionEngine::new(self.store, self.exchanger, self.config)),

@@ -221,7 +221,19 @@ fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
 impl WeChatClient {
     /// Builds the client. It never installs a process-wide rustls crypto
     /// provider: it uses the one the application installed, or else its own
-    /// `ring` provider for its own connections only.
+    /// `ring` provider for its own connections only. It does not connect
+    /// until the first call.
+    ///
+    /// ```
+    /// use weapp_wechat::{WeChatClient, WeChatConfig};
+    ///
+    /// let client = WeChatClient::new(WeChatConfig::new("wx1234567890abcdef", "secret".to_owned()))?;
+    /// assert_eq!(client.app_id(), "wx1234567890abcdef");
+    /// // An unusable configuration is refused up front.
+    /// let bad = WeChatConfig::new("wx1234567890abcdef", "secret".to_owned()).with_api_base("ftp://x");
+    /// assert!(WeChatClient::new(bad).is_err());
+    /// # Ok::<(), weapp_wechat::WeChatError>(())
+    /// ```
     pub fn new(cfg: WeChatConfig) -> Result<Self, WeChatError> {
         let parsed = url::Url::parse(&cfg.api_base)
             .map_err(|e| WeChatError::Config(format!("api_base is not a URL: {e}")))?;

@@ -137,6 +137,21 @@ impl Freshness {
 /// AES-128-CBC with PKCS#7 padding; the plaintext must be a JSON object whose
 /// `watermark.appid` equals `app_id`. Returns that object. No freshness rule:
 /// see [`decrypt_open_data_fresh`].
+///
+/// ```
+/// use serde_json::json;
+/// use weapp_wechat::{DecryptError, decrypt_open_data, encrypt_open_data};
+///
+/// let session_key = "tiihtNczf5v6AKRyjwEUhQ=="; // the user's, from jscode2session
+/// let iv = "r7BXXKkLb8qrSNn05n0qiA==";
+/// let data = json!({"phoneNumber": "13800138000", "watermark": {"appid": "wx_app", "timestamp": 1}});
+/// let encrypted = encrypt_open_data(session_key, &data, iv)?; // what WeChat sends the client
+///
+/// assert_eq!(decrypt_open_data(session_key, &encrypted, iv, "wx_app")?, data);
+/// // Another mini-program's data, or another user's key, is refused.
+/// assert_eq!(decrypt_open_data(session_key, &encrypted, iv, "wx_other"), Err(DecryptError::WatermarkMismatch));
+/// # Ok::<(), DecryptError>(())
+/// ```
 pub fn decrypt_open_data(
     session_key_b64: &str,
     encrypted_b64: &str,
@@ -218,6 +233,13 @@ pub fn encrypt_open_data(
 
 /// Message-push URL verification: `sha1_hex(sorted [token, timestamp, nonce] concatenated)`
 /// compared with `signature` (hex, any case) in constant time.
+///
+/// ```
+/// // `printf '%s' 1700000000nonce123tok | sha1sum` (the three sorted, then joined)
+/// let signature = "9248ec9f6410495fa2ef4008cc3f9b3a25342d17";
+/// assert!(weapp_wechat::check_push_signature("tok", "1700000000", "nonce123", signature));
+/// assert!(!weapp_wechat::check_push_signature("other", "1700000000", "nonce123", signature));
+/// ```
 pub fn check_push_signature(token: &str, timestamp: &str, nonce: &str, signature: &str) -> bool {
     let mut parts = [token, timestamp, nonce];
     parts.sort_unstable();

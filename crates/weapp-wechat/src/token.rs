@@ -224,7 +224,20 @@ impl SecCheckVerdict {
 }
 
 impl AccessTokens {
-    /// A manager with the default timing.
+    /// A manager with the default timing, sharing the token through `store`
+    /// (every instance of the service on the same store shares one token).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use weapp_session::MemoryStore;
+    /// use weapp_wechat::{AccessTokens, WeChatClient, WeChatConfig};
+    ///
+    /// let client = WeChatClient::new(WeChatConfig::new("wx1234567890abcdef", "secret".to_owned()))?;
+    /// // One instance: a MemoryStore; several: the RedisStore they share.
+    /// let tokens = AccessTokens::new(client, Arc::new(MemoryStore::new(1_000)));
+    /// assert_eq!(tokens.client().app_id(), "wx1234567890abcdef");
+    /// # Ok::<(), weapp_wechat::WeChatError>(())
+    /// ```
     pub fn new(client: WeChatClient, store: Arc<dyn SharedStore>) -> Self {
         Self::with_config(client, store, AccessTokenConfig::default())
     }

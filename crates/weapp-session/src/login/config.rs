@@ -62,7 +62,7 @@ pub(super) const fn nz(n: u32) -> NonZeroU32 {
 }
 
 /// Behaviour of the session layer, as [`crate::WxSessionLayerBuilder`] set
-/// it. Read it through [`SessionEngine::config`](super::SessionEngine::config).
+/// it. Read it through [`SessionEngine::config`](crate::SessionEngine::config).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SessionConfig {

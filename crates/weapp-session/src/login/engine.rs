@@ -30,7 +30,28 @@ use super::wire::{
     SignedRawData, TokenLoginRequest, TokenLoginResponse, decode_raw_header, parse_signed,
 };
 
-/// The session engine behind [`super::WxSessionLayer`].
+/// The session engine behind [`crate::WxSessionLayer`], reached through
+/// [`WxSessionLayer::engine`](crate::WxSessionLayer::engine): what the layer
+/// does on every request, and what a service calls itself (token login from
+/// its own server, logout, revoking a session).
+///
+/// ```
+/// use weapp_session::{MemoryStore, WxSessionLayer};
+/// # use weapp_session::{CodeExchanger, ExchangeError, Exchanged};
+/// # struct WeChat;
+/// # #[async_trait::async_trait]
+/// # impl CodeExchanger for WeChat {
+/// #     async fn code2session(&self, _: &str) -> Result<Exchanged, ExchangeError> { Err(ExchangeError::Timeout) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = WxSessionLayer::builder(MemoryStore::new(100), WeChat).build();
+/// let engine = layer.engine();
+/// // A request without credentials has no identity (and is no error).
+/// let user = engine.authenticate(&http::HeaderMap::new(), None).await.unwrap();
+/// assert!(user.is_none());
+/// # }
+/// ```
 pub struct SessionEngine {
     store: Arc<dyn SessionStore>,
     pub(super) exchanger: Arc<dyn CodeExchanger>,

@@ -58,7 +58,20 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_entries` keys.
+    /// A store holding at most `max_entries` keys (a session takes two: its
+    /// own and its user's index entry).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use weapp_session::{MemoryStore, SessionStore, SharedStore};
+    ///
+    /// // One store for the sessions and for the values every part of the
+    /// // service shares (e.g. `weapp_wechat::AccessTokens`).
+    /// let store = Arc::new(MemoryStore::new(100_000));
+    /// let sessions: Arc<dyn SessionStore> = store.clone();
+    /// let shared: Arc<dyn SharedStore> = store;
+    /// # let _ = (sessions, shared);
+    /// ```
     pub fn new(max_entries: u64) -> Self {
         Self {
             entries: moka::sync::Cache::builder()

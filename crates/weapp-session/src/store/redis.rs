@@ -300,6 +300,20 @@ impl RedisStore {
     /// A store on the caller's own connection to one Redis (a
     /// [`redis::aio::ConnectionManager`] it configured: TLS, ACL user,
     /// timeouts). Each store operation is still bounded by `op_timeout`.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use weapp_session::redis; // the `redis` version this crate speaks
+    /// use weapp_session::store::RedisStore;
+    ///
+    /// # async fn demo() -> Result<(), redis::RedisError> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/0")?;
+    /// let conn = redis::aio::ConnectionManager::new(client).await?;
+    /// let store = RedisStore::from_connection_manager(conn, "myapp:", Duration::from_secs(2));
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_connection_manager(
         conn: redis::aio::ConnectionManager,
         prefix: impl Into<String>,

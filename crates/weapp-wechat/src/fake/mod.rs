@@ -62,6 +62,17 @@ impl FakeWeChat {
     }
 
     /// Binds `127.0.0.1:0`, serves the fake in a tokio task, returns it and its address.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let (fake, addr) = weapp_wechat::FakeWeChat::spawn("wx_app", "app-secret").await?;
+    /// // Point a WeChatClient at `http://{addr}` (WeChatConfig::with_api_base).
+    /// assert!(addr.ip().is_loopback());
+    /// assert_eq!(fake.stats().jscode2session_calls, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn spawn(
         app_id: impl Into<String>,
         secret: impl Into<String>,
@@ -100,6 +111,15 @@ impl FakeWeChat {
     }
 
     /// Mints a code for `openid` (random session_key when `None`). Not validated.
+    ///
+    /// ```
+    /// let fake = weapp_wechat::FakeWeChat::new("wx_app", "app-secret");
+    /// let minted = fake.mint_code("o_alice", Some("HyVFkGl5F5OQWJZZaNzBBg==".into()), None);
+    /// // `minted.code` goes to the gateway as a wx.login() code; WeChat (the fake)
+    /// // answers it with this openid and session_key, once.
+    /// assert_eq!((minted.openid.as_str(), minted.session_key.as_str()),
+    ///            ("o_alice", "HyVFkGl5F5OQWJZZaNzBBg=="));
+    /// ```
     ///
     /// # Panics
     /// When the OS random number generator fails.

@@ -99,7 +99,7 @@ pub struct FakeStats {
 }
 
 impl FakeStats {
-    /// Calls of one endpoint (e.g. [`JSCODE2SESSION`]).
+    /// Calls of one endpoint (e.g. [`JSCODE2SESSION`](super::JSCODE2SESSION)).
     pub fn calls_to(&self, endpoint: &str) -> u64 {
         self.calls.get(endpoint).copied().unwrap_or(0)
     }

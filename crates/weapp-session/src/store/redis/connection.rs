@@ -5,11 +5,11 @@ use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+#[cfg(feature = "redis-cluster")]
+use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 #[cfg(feature = "redis-cluster")]
 use redis::cluster::{ClusterClient, ClusterConfig};
-#[cfg(feature = "redis-cluster")]
-use redis::IntoConnectionInfo;
 #[cfg(feature = "redis-cluster")]
 use redis::cluster_async::ClusterConnection;
 use redis::{
