@@ -100,6 +100,9 @@ cargo test --locked --workspace --all-targets
 cargo test --locked --workspace --doc
 # The libraries' docs build without a warning (broken links, missing docs).
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p weapp-session -p weapp-wechat --all-features
+# The two libraries package and build on their own, as crates.io would get
+# them (weapp-wechat is verified against the just-packaged weapp-session).
+cargo package --locked -p weapp-session -p weapp-wechat
 
 # --- fuzz smoke run --------------------------------------------------------
 # Every fuzz target (fuzz/, its own workspace) for a short run: they build
