@@ -75,6 +75,9 @@ pub fn router(state: PkState, base_path: &str) -> Router {
 /// Most groups `GET {base}/pk/groups` lists (the most recently joined).
 pub const MAX_GROUPS: u32 = 200;
 
+/// How many of the caller's groups `GET …/pk/groups` looks up at once.
+const GROUP_LOOKUPS_IN_FLIGHT: usize = 8;
+
 /// `YYYY-MM-DD` of `at` in `tz`.
 pub fn date_in(tz: Tz, at: DateTime<Utc>) -> String {
     at.with_timezone(&tz).format("%Y-%m-%d").to_string()
@@ -285,18 +288,27 @@ pub async fn groups(
     State(state): State<PkState>,
     session: WxSession,
 ) -> Result<Json<Value>, AppError> {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
     let today = date_in(state.tz, state.clock.now());
-    let mut groups = Vec::new();
-    for m in state.store.memberships(session.openid(), MAX_GROUPS).await? {
-        let mine = state.store.rank_of(&m.open_gid, &today, session.openid()).await?;
-        let participants = state.store.participants(&m.open_gid, &today).await?;
-        groups.push(GroupRank {
-            open_gid: m.open_gid,
-            rank: mine.as_ref().map(|(rank, _)| *rank),
-            steps: mine.map(|(_, r)| r.steps),
-            participants,
-        });
-    }
+    let memberships = state.store.memberships(session.openid(), MAX_GROUPS).await?;
+    // Two store calls per group, up to GROUP_LOOKUPS_IN_FLIGHT groups at a
+    // time (in order): one after the other, 200 groups made 400 serial
+    // round trips, seconds under load.
+    let (state, today, openid) = (&state, &today, session.openid());
+    let groups: Vec<GroupRank> = futures_util::stream::iter(memberships)
+        .map(|m| async move {
+            let mine = state.store.rank_of(&m.open_gid, today, openid).await?;
+            let participants = state.store.participants(&m.open_gid, today).await?;
+            Ok::<_, AppError>(GroupRank {
+                open_gid: m.open_gid,
+                rank: mine.as_ref().map(|(rank, _)| *rank),
+                steps: mine.map(|(_, r)| r.steps),
+                participants,
+            })
+        })
+        .buffered(GROUP_LOOKUPS_IN_FLIGHT)
+        .try_collect()
+        .await?;
     Ok(Json(serde_json::json!({ "date": today, "groups": groups })))
 }
 
