@@ -15,3 +15,4 @@ mod session_outage;
 mod session_token;
 mod store_contract;
 mod trusted_proxy;
+mod unavailable;

@@ -5,22 +5,19 @@
 //! cluster in `store_contract.rs`.
 
 use crate::support;
+use crate::unavailable::{self, FAIL_FAST, LONG, assert_unavailable, record};
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use serde_json::value::RawValue;
 use support::app::{AppOptions, TestApp, raw_data, sign, spawn_app};
 use support::redis::unique_prefix;
 use support::redis_cluster::{
     MASTERS, RedisCluster, free_cluster_ports, key_slot, keys_by_node, shared_cluster_nodes,
 };
 use weapp_gateway::session::store::{
-    Expiry, RedisClusterConfig, RedisStore, SessionId, SessionRecord, SessionStore, SharedStore,
-    StoreError, user_tag,
+    RedisClusterConfig, RedisStore, SessionId, SessionStore, SharedStore, user_tag,
 };
 
 /// A gateway whose session store is the shared test cluster, under `prefix`.
@@ -183,10 +180,6 @@ async fn sessions_are_shared_by_instances_on_one_cluster() {
 // ---- the store while the cluster is away ---------------------------------
 
 const OP_TIMEOUT: Duration = Duration::from_millis(500);
-/// What "quickly" means: the op timeout plus a generous margin for slow CI.
-const FAIL_FAST: Duration = Duration::from_secs(2);
-const LONG: Duration = Duration::from_secs(600);
-
 fn cluster_store(nodes: Vec<String>, test: &str) -> RedisStore {
     RedisStore::new_cluster(
         RedisClusterConfig::new(nodes).with_prefix(unique_prefix(test)).with_op_timeout(OP_TIMEOUT),
@@ -194,44 +187,11 @@ fn cluster_store(nodes: Vec<String>, test: &str) -> RedisStore {
     .expect("constructing the store never needs the cluster")
 }
 
-fn record(openid: &str) -> SessionRecord {
-    let user = RawValue::from_string(format!(r#"{{"openId":"{openid}"}}"#)).unwrap();
-    SessionRecord::new(openid, "c2Vzc2lvbi1rZXk=", Arc::from(user))
-}
-
-async fn assert_unavailable<T: std::fmt::Debug>(
-    what: &str,
-    secret: &str,
-    op: impl Future<Output = Result<T, StoreError>>,
-) {
-    let started = Instant::now();
-    let result = op.await;
-    let elapsed = started.elapsed();
-    match result {
-        Err(StoreError::Unavailable(msg)) => {
-            assert!(!msg.contains(secret), "{what}: error text leaks the secret: {msg}");
-        }
-        other => panic!("{what}: expected Unavailable, got {other:?}"),
-    }
-    assert!(elapsed < FAIL_FAST, "{what} took {elapsed:?} to fail");
-}
-
+/// Every operation fails fast with `Unavailable`, a code's creation too.
 async fn every_op_is_unavailable(store: &RedisStore, secret: &str) {
-    let id = SessionId::token("outage");
+    unavailable::every_op_is_unavailable(store, secret).await;
     let code = SessionId::code("outage");
-    let expiry = Expiry::new(LONG, LONG);
-    assert_unavailable("ping", secret, store.ping()).await;
-    assert_unavailable("load", secret, store.load(&id)).await;
-    assert_unavailable("load_and_touch", secret, store.load_and_touch(&id, expiry)).await;
-    assert_unavailable("create", secret, store.create(&id, &record("o"), LONG, LONG)).await;
     assert_unavailable("create code", secret, store.create(&code, &record("o"), LONG, LONG)).await;
-    assert_unavailable("update", secret, store.update(&id, &record("o"))).await;
-    assert_unavailable("delete", secret, store.delete(&id)).await;
-    assert_unavailable("current_for_openid", secret, store.current_for_openid("o")).await;
-    assert_unavailable("kv_get", secret, store.kv_get("k")).await;
-    assert_unavailable("kv_set", secret, store.kv_set("k", "v", LONG)).await;
-    assert_unavailable("try_lock", secret, store.try_lock("l", LONG)).await;
-    assert_unavailable("unlock", secret, store.unlock("l", "t")).await;
 }
 
 #[tokio::test]
